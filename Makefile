@@ -1,0 +1,37 @@
+# Two entry points for a fresh machine (Python >= 3.10 with venv):
+#   make figures   install into .venv and run the default experiment (config.yaml) -> figures/default/
+#   make test      install into .venv and run the test suite
+VENV ?= .venv
+CORES ?= 2
+PYTHON ?= python3
+BIN := $(abspath $(VENV))/bin
+# rules call `python -m perinstance`; the venv's bin first on PATH makes that this venv's python
+RUN := PATH="$(BIN):$$PATH"
+
+.PHONY: install figures test report lint dry-run clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+figures: install
+	$(RUN) snakemake --cores $(CORES)
+
+report: figures
+	$(RUN) snakemake --cores $(CORES) --report report.html
+
+test: install
+	$(RUN) python -m pytest
+
+lint: install
+	$(RUN) snakemake --lint
+
+dry-run: install
+	$(RUN) snakemake -n
+
+clean:
+	rm -rf results .snakemake report.html

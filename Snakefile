@@ -1,0 +1,18 @@
+# Per-instance privacy for machine unlearning (Sepahvand et al., ICML 2025).
+# Run:  snakemake --cores 2                      (default experiment, config.yaml)
+#       snakemake --cores 2 --configfile workflow/configs/test.yaml
+# The package under src/ holds the science; the rules only wire files and resources.
+
+
+configfile: "config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        figure_targets(),
+    default_target: True

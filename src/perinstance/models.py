@@ -1,0 +1,110 @@
+"""Model zoo. GroupNorm only: BatchNorm mixes examples in a batch, which would
+make per-example gradients (and hence per-instance privacy losses) ill-defined."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["available_models", "build_model", "count_parameters", "group_norm"]
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    # gcd keeps every width legal: GroupNorm needs groups to divide channels.
+    return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, in_channels: int, height: int, width_px: int, num_classes: int,
+                 width: int, norm_groups: int):
+        super().__init__()
+        h, w = height // 4, width_px // 4
+        if h < 1 or w < 1:
+            raise ValueError(f"smallcnn needs inputs of at least 4x4 pixels, got {height}x{width_px}")
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), group_norm(width, norm_groups),
+            nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1), group_norm(2 * width, norm_groups),
+            nn.ReLU(), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(2 * width * h * w, 2 * width), nn.ReLU(),
+            nn.Linear(2 * width, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int, norm_groups: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.norm1 = group_norm(c_out, norm_groups)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1, bias=False)
+        self.norm2 = group_norm(c_out, norm_groups)
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
+                                          group_norm(c_out, norm_groups))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.relu(self.norm1(self.conv1(x)))
+        out = self.norm2(self.conv2(out))
+        return torch.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """CIFAR variant: 3x3 stride-1 stem and no max-pool, so 32x32 inputs keep resolution."""
+
+    def __init__(self, in_channels: int, num_classes: int, width: int, norm_groups: int):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+                                  group_norm(width, norm_groups), nn.ReLU())
+        layers, c_in = [], width
+        for i, c_out in enumerate([width, 2 * width, 4 * width, 8 * width]):
+            stride = 1 if i == 0 else 2
+            layers += [BasicBlock(c_in, c_out, stride, norm_groups),
+                       BasicBlock(c_out, c_out, 1, norm_groups)]
+            c_in = c_out
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.layers(self.stem(x)))
+
+
+def _smallcnn(num_classes, input_shape, width, norm_groups):
+    c, h, w = input_shape
+    return SmallCNN(c, h, w, num_classes, width, norm_groups)
+
+
+def _resnet18(num_classes, input_shape, width, norm_groups):
+    return ResNet18(input_shape[0], num_classes, width, norm_groups)
+
+
+_BUILDERS = {"resnet18": _resnet18, "smallcnn": _smallcnn}
+
+
+def available_models() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def build_model(name: str, *, num_classes: int, input_shape: tuple[int, int, int],
+                width: int = 16, norm_groups: int = 8) -> nn.Module:
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r} (config key model.name); "
+                         f"available: {', '.join(available_models())}")
+    if width < 1:
+        raise ValueError(f"model.width must be >= 1, got {width}")
+    if norm_groups < 1:
+        raise ValueError(f"model.norm_groups must be >= 1, got {norm_groups}")
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
+    return _BUILDERS[name](num_classes, tuple(input_shape), width, norm_groups)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from perinstance.config import ConfigError, load_config, validate_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_defaults_are_filled_recursively():
+    config = validate_config({"experiment": "x"})
+    assert config["seeds"] == [0, 1, 2]
+    assert config["dataset"]["name"] == "mnist5k"
+    assert config["training"]["checkpoints"] == {"step0": True, "log_start": 8, "every_epochs": 1}
+    assert config["training"]["dynamics"]["batch_grad_norms"] is True
+
+
+def test_input_is_not_mutated():
+    raw = {"experiment": "x", "training": {}}
+    validate_config(raw)
+    assert raw == {"experiment": "x", "training": {}}
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({}, "'experiment' is a required property"),
+        ({"experiment": "x", "trainig": {}}, "unknown config key trainig"),
+        ({"experiment": "x", "training": {"checkpoints": {"every": 2}}}, "training.checkpoints.every"),
+        ({"experiment": "x", "training": {"lr": -1}}, "'training.lr'"),
+        ({"experiment": "x", "training": {"sampling": "random"}}, "'training.sampling'"),
+        ({"experiment": "x", "model": {"name": "vgg"}}, "'model.name'"),
+        ({"experiment": "x", "seeds": []}, "'seeds'"),
+        ({"experiment": "a/b"}, "'experiment'"),
+        ({"experiment": "x", "dataset": {"test_fraction": 1.5}}, "'dataset.test_fraction'"),
+        ({"experiment": "x", "training": {"lr_schedule": "multistep"}}, "'training.lr_milestones'"),
+        ({"experiment": "x", "training": {"epochs": 3, "dynamics": {"early_epoch": 5}}}, "'training.dynamics.early_epoch'"),
+    ],
+)
+def test_bad_config_names_the_key(raw, needle):
+    with pytest.raises(ConfigError, match=None) as err:
+        validate_config(raw)
+    assert needle in str(err.value)
+
+
+def test_shipped_configs_validate():
+    for path in [REPO / "config.yaml", *sorted((REPO / "workflow/configs").glob("*.yaml"))]:
+        assert load_config(path)["experiment"]
+
+
+def test_load_config_names_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"experiment": "x", "model": {"widht": 3}}))
+    with pytest.raises(ConfigError, match=r"bad\.yaml.*model\.widht"):
+        load_config(bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(bad)
+
+
+def test_every_schema_key_is_documented_in_readme():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    readme = (REPO / "README.md").read_text()
+
+    def keys(node, prefix=""):
+        for name, sub in node.get("properties", {}).items():
+            yield prefix + name
+            yield from keys(sub, prefix + name + ".")
+
+    missing = [k for k in keys(schema) if f"`{k}`" not in readme]
+    assert not missing, f"README does not document config keys: {missing}"
+
+
+def test_every_schema_key_has_a_description_and_objects_reject_unknown_keys():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+
+    def walk(node, path):
+        for name, sub in node.get("properties", {}).items():
+            assert sub.get("description"), f"{path}{name} has no description"
+            if sub.get("type") == "object":
+                assert sub.get("additionalProperties") is False, f"{path}{name} accepts unknown keys"
+                walk(sub, f"{path}{name}.")
+
+    walk(schema, "")

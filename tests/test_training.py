@@ -1,0 +1,186 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from perinstance import io
+from perinstance.data import load_dataset
+from perinstance.models import build_model
+from perinstance.pergrad import per_example_grad_norms
+from perinstance.training import (
+    checkpoint_steps,
+    crop_flip,
+    early_epoch,
+    epoch_batches,
+    learning_rates,
+    load_checkpoint_index,
+    load_run_dynamics,
+    steps_per_epoch,
+    train_run,
+)
+
+from conftest import tiny_config
+
+
+def _model_from(run_dir, config, dataset, file="model.pt"):
+    spec = config["model"]
+    model = build_model(spec["name"], width=spec["width"], norm_groups=spec["norm_groups"],
+                        num_classes=dataset.num_classes, input_shape=dataset.input_shape)
+    model.load_state_dict(io.load_state_dict(run_dir / file))
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def dataset():
+    return load_dataset(**tiny_config()["dataset"])
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, dataset):
+    config = tiny_config()
+    out = tmp_path_factory.mktemp("runs") / "seed0"
+    train_run(config, 0, out, progress=False, dataset=dataset)
+    return config, out
+
+
+# ----------------------------------------------------------------------- schedules
+
+
+def test_checkpoint_schedule_log_spaced_then_every_epoch():
+    cfg = {"step0": True, "log_start": 8, "every_epochs": 1}
+    assert checkpoint_steps(cfg, 63, 3) == [0, 8, 16, 32, 63, 126, 189]
+    cfg = {"step0": False, "log_start": None, "every_epochs": 2}
+    assert checkpoint_steps(cfg, 10, 5) == [20, 40, 50]  # the final step is always kept
+
+
+def test_steps_per_epoch():
+    assert steps_per_epoch(4000, 64, "shuffle") == 63
+    assert steps_per_epoch(4000, 64, "poisson") == 62
+
+
+def test_learning_rate_schedules():
+    base = tiny_config()["training"] | {"epochs": 4, "lr": 0.1}
+    assert np.allclose(learning_rates(base, 5), 0.1)
+    cosine = learning_rates(base | {"lr_schedule": "cosine"}, 5)
+    assert cosine[0] == pytest.approx(0.1) and cosine[-1] < 0.01 and np.all(np.diff(cosine) <= 1e-12)
+    steps = learning_rates(base | {"lr_schedule": "multistep", "lr_milestones": [2, 3], "lr_gamma": 0.5}, 5)
+    assert np.allclose(steps, [0.1] * 10 + [0.05] * 5 + [0.025] * 5)
+    warm = learning_rates(base | {"lr_warmup_epochs": 1}, 5)
+    assert np.allclose(warm[:5], 0.1 * np.arange(1, 6) / 5) and np.allclose(warm[5:], 0.1)
+
+
+def test_early_epoch_default_is_ten_percent():
+    training = tiny_config()["training"]
+    assert early_epoch(training | {"epochs": 30, "dynamics": {"early_epoch": None}}) == 3
+    assert early_epoch(training | {"epochs": 3, "dynamics": {"early_epoch": None}}) == 1
+    assert early_epoch(training | {"dynamics": {"early_epoch": 2}}) == 2
+
+
+def test_shuffle_batches_cover_each_example_once():
+    batches = epoch_batches(100, 32, "shuffle", torch.Generator().manual_seed(0))
+    assert [len(b) for b in batches] == [32, 32, 32, 4]
+    assert sorted(torch.cat(batches).tolist()) == list(range(100))
+
+
+def test_poisson_batches_have_rate_q():
+    batches = epoch_batches(2000, 100, "poisson", torch.Generator().manual_seed(0))
+    assert len(batches) == 20
+    assert np.mean([len(b) for b in batches]) == pytest.approx(100, rel=0.1)
+
+
+def test_crop_flip_keeps_shape_and_pixels():
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).reshape(2, 3, 5, 5)
+    out = crop_flip(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    unpadded = crop_flip(x, torch.Generator().manual_seed(0), pad=0)
+    for i in range(2):  # without padding a crop is the image itself, possibly mirrored
+        assert torch.equal(unpadded[i], x[i]) or torch.equal(unpadded[i], x[i].flip(-1))
+
+
+# ----------------------------------------------------------------------- runs
+
+
+def test_run_directory_contents(finished_run, dataset):
+    config, out = finished_run
+    assert (out / "model.pt").is_file() and (out / "summary.json").is_file()
+    assert not io.partial_dir(out).exists()
+    index = load_checkpoint_index(out)
+    spe = steps_per_epoch(len(dataset.train), 32, "shuffle")
+    assert index["step"].tolist() == checkpoint_steps(config["training"]["checkpoints"], spe, 3)
+    history = io.load_table(out / "history.csv")
+    assert history["epoch"].tolist() == [0, 1, 2, 3]
+    assert history["train_accuracy"].iloc[-1] > 0.5  # the synthetic signal is learnable
+
+
+def test_dynamics_are_consistent_with_checkpoints(finished_run, dataset):
+    """Presentations at step s were computed at the weights of checkpoint s."""
+    config, out = finished_run
+    dyn = load_run_dynamics(out)
+    n = len(dataset.train)
+    spe = int(dyn["steps_per_epoch"])
+    assert len(dyn["lr"]) == 3 * spe
+    # shuffled epochs: every example is presented exactly once per epoch
+    assert np.array_equal(np.bincount(dyn["presentation_example"], minlength=n), np.full(n, 3))
+    assert np.array_equal(dyn["train_index"], dataset.train.index.numpy())
+    for step in (0, spe):
+        model = _model_from(out, config, dataset, f"checkpoints/step_{step:07d}.pt")
+        rows = dyn["presentation_step"] == step
+        examples = torch.as_tensor(dyn["presentation_example"][rows]).long()
+        x, y = dataset.train.x[examples], dataset.train.y[examples]
+        with torch.no_grad():
+            logits = model(x)
+        np.testing.assert_allclose(dyn["presentation_loss"][rows],
+                                   F.cross_entropy(logits, y, reduction="none").numpy(), rtol=1e-5, atol=1e-6)
+        assert np.array_equal(dyn["presentation_correct"][rows], (logits.argmax(1) == y).numpy())
+        np.testing.assert_allclose(dyn["presentation_grad_norm"][rows],
+                                   per_example_grad_norms(model, x, y).numpy(), rtol=1e-4)
+    # EL2N logits were taken after early_epoch (1) = the first epoch checkpoint
+    model = _model_from(out, config, dataset, f"checkpoints/step_{spe:07d}.pt")
+    with torch.no_grad():
+        np.testing.assert_allclose(dyn["early_logits"], model(dataset.train.x).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_same_numbers_different_seed_differs(finished_run, dataset, tmp_path):
+    config, out = finished_run
+    again = train_run(config, 0, tmp_path / "seed0", progress=False, dataset=dataset)
+    other = train_run(config, 1, tmp_path / "seed1", progress=False, dataset=dataset)
+    a, b, c = (io.load_state_dict(d / "model.pt") for d in (out, again, other))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    assert np.array_equal(load_run_dynamics(out)["presentation_loss"], load_run_dynamics(again)["presentation_loss"])
+
+
+@pytest.mark.parametrize("overrides", [{}, {"optimizer": "sgld", "sgld_beta": 1e5, "sampling": "poisson", "augment": "crop_flip"}])
+def test_interrupted_run_resumes_bit_identically(dataset, tmp_path, overrides):
+    config = tiny_config(**overrides)
+    straight = train_run(config, 3, tmp_path / "straight" / "seed3", progress=False, dataset=dataset)
+    out = tmp_path / "resumed" / "seed3"
+    work = train_run(config, 3, out, progress=False, dataset=dataset, stop_after_epoch=1)
+    assert work == io.partial_dir(out) and (work / "resume.pt").is_file() and not out.exists()
+    train_run(config, 3, out, progress=False, dataset=dataset)
+    a, b = io.load_state_dict(straight / "model.pt"), io.load_state_dict(out / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    da, db = load_run_dynamics(straight), load_run_dynamics(out)
+    for key in ("presentation_step", "presentation_example", "presentation_loss", "early_logits"):
+        assert np.array_equal(da[key], db[key]), key
+    assert pd.read_csv(straight / "checkpoints.csv").equals(pd.read_csv(out / "checkpoints.csv"))
+
+
+def test_sgld_adds_noise_of_variance_two_lr_over_beta(dataset, tmp_path):
+    """One full-batch step: SGLD minus SGD from the same start is exactly the injected noise."""
+    n = len(dataset.train)
+    common = dict(epochs=1, batch_size=n, momentum=0.0, weight_decay=0.0, lr=0.1,
+                  checkpoints={"step0": True, "log_start": None, "every_epochs": 1})
+    beta = 50.0
+    sgd = train_run(tiny_config(**common), 0, tmp_path / "sgd", progress=False, dataset=dataset)
+    sgld = train_run(tiny_config(**common, optimizer="sgld", sgld_beta=beta), 0, tmp_path / "sgld",
+                     progress=False, dataset=dataset)
+    a, b = io.load_state_dict(sgd / "model.pt"), io.load_state_dict(sgld / "model.pt")
+    noise = torch.cat([(b[k] - a[k]).flatten() for k in a])
+    assert noise.std().item() == pytest.approx(math.sqrt(2 * 0.1 / beta), rel=0.1)
+    assert abs(noise.mean().item()) < 0.1 * math.sqrt(2 * 0.1 / beta)

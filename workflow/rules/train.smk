@@ -1,0 +1,21 @@
+rule train:
+    """Train one original model; checkpoints and training dynamics land in its run directory."""
+    output:
+        run=directory(f"{RESULTS}/train/seed{{seed}}"),
+    log:
+        f"{LOGS}/train/seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/train/seed{{seed}}.tsv"
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+        digest=config_digest("dataset", "model", "training", "device"),
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{params.cli} train --config {params.config_file} --seed {wildcards.seed}"
+        " --threads {threads} --out {output.run} > {log} 2>&1"
