@@ -37,7 +37,8 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
     assert result.returncode == 0, result.stderr
     jobs = dict(line.split()[:2] for line in result.stdout.splitlines()
                 if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert jobs["train"] == "3" and jobs["figure_training"] == "1"
+    assert jobs["train"] == "3" and jobs["grad_norms"] == "3"
+    assert jobs["privacy_loss"] == jobs["scores"] == jobs["figure_training"] == jobs["figure_privacy"] == "1"
 
 
 def test_bad_config_fails_before_running(tmp_path):
@@ -52,8 +53,13 @@ def test_tiny_workflow_end_to_end(tmp_path):
     result = snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figure_dir = tmp_path / "figures/test"
-    for suffix in ("png", "pdf", "csv"):
-        assert (figure_dir / f"F0_training.{suffix}").stat().st_size > 0
+    for figure in ("F0_training", "F1_privacy_loss"):
+        for suffix in ("png", "pdf", "csv"):
+            assert (figure_dir / f"{figure}.{suffix}").stat().st_size > 0
+    scores = pd.read_parquet(tmp_path / "results/test/scores.parquet")
+    assert len(scores) == 180 and scores["index"].is_unique
+    for column in ("privacy_loss", "privacy_loss_4alpha", "privacy_loss_online", "privacy_loss_seed0", "privacy_loss_seed1"):
+        assert scores[column].notna().all() and scores[column].std() > 0, column
     table = pd.read_csv(figure_dir / "F0_training.csv")
     assert sorted(table["seed"].unique()) == [0, 1]
     assert set(table["split"]) == {"train", "test"}

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # figures are written to files on headless machines and cluster nodes
 
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -64,3 +65,50 @@ def plot_training_curves(table: pd.DataFrame, png_path: str | Path, title: str =
     fig.suptitle(f"{title} training curves ({seeds} seed{'s' if seeds > 1 else ''})".strip())
     fig.tight_layout()
     return save_figure(fig, table, png_path)
+
+
+def _show_image(ax: plt.Axes, image, mean, std) -> None:
+    """Un-normalize a standardized CHW tensor and draw it without axes."""
+    raw = image.numpy() * np.asarray(std)[:, None, None] + np.asarray(mean)[:, None, None]
+    raw = np.clip(raw.transpose(1, 2, 0), 0.0, 1.0)
+    ax.imshow(raw[..., 0] if raw.shape[-1] == 1 else raw, cmap="gray" if raw.shape[-1] == 1 else None,
+              vmin=0.0, vmax=1.0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_privacy_loss(scores: pd.DataFrame, dataset, png_path: str | Path, *, alpha: float,
+                      grid: int = 4, title: str = "") -> list[Path]:
+    """F1: distribution of log10 P(x, alpha) per class and the lowest / highest examples."""
+    if (scores["privacy_loss"] <= 0).any():
+        raise ValueError("privacy losses must be positive to be drawn on a log scale")
+    count = grid * grid
+    table = scores[["index", "label", "privacy_loss"]].copy()
+    table["log10_privacy_loss"] = np.log10(table["privacy_loss"])
+    table["rank"] = table["privacy_loss"].rank(method="first", ascending=False).astype(int)
+    ordered = table.sort_values("privacy_loss")
+    table["shown_as"] = ""
+    table.loc[ordered.index[:count], "shown_as"] = "lowest"
+    table.loc[ordered.index[-count:], "shown_as"] = "highest"
+    class_name = {i: name for i, name in enumerate(dataset.class_names)}
+    table["class"] = table["label"].map(class_name)
+
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig = plt.figure(figsize=(15, 5.2))
+    outer = fig.add_gridspec(1, 3, width_ratios=[1.3, 1, 1], wspace=0.15)
+    ax = fig.add_subplot(outer[0])
+    sns.boxenplot(data=table, x="log10_privacy_loss", y="class", ax=ax, color="tab:blue",
+                  order=list(dataset.class_names)[: int(table["label"].max()) + 1])
+    ax.set_xlabel(f"log10 P(x, α={alpha:g})")
+    ax.set_title("per-instance privacy loss by class")
+    position = {int(i): p for p, i in enumerate(dataset.train.index.tolist())}
+    for slot, (which, rows) in enumerate((("lowest", ordered.head(count)), ("highest", ordered.tail(count)[::-1]))):
+        cells = outer[slot + 1].subgridspec(grid, grid, wspace=0.05, hspace=0.35)
+        for k, (_, row) in enumerate(rows.iterrows()):
+            cell = fig.add_subplot(cells[k // grid, k % grid])
+            _show_image(cell, dataset.train.x[position[int(row["index"])]], dataset.mean, dataset.std)
+            cell.set_title(f"{class_name[int(row['label'])]}  {row['privacy_loss']:.2g}", fontsize=7, pad=2)
+        pos = outer[slot + 1].get_position(fig)
+        fig.text((pos.x0 + pos.x1) / 2, pos.y1 + 0.04, f"{count} {which} P (label, P)", ha="center", fontsize=11)
+    fig.suptitle(f"{title} F1: per-instance privacy losses".strip(), y=1.04)
+    return save_figure(fig, table.sort_values("rank"), png_path)

@@ -52,5 +52,10 @@ def train_run_dir(seed):
     return f"{RESULTS}/train/seed{seed}"
 
 
+def score_tables():
+    """Per-example tables merged into scores.parquet (each capability adds its own)."""
+    return [f"{RESULTS}/privacy/privacy_loss.parquet"]
+
+
 def figure_targets():
-    return [f"{FIGURES}/F0_training.png"]
+    return [f"{FIGURES}/F0_training.png", f"{FIGURES}/F1_privacy_loss.png"]

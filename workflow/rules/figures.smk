@@ -21,3 +21,28 @@ rule figure_training:
     shell:
         "{params.cli} figure-training --config {params.config_file} --runs {input.runs}"
         " --out {output.png} > {log} 2>&1"
+
+
+rule figure_privacy:
+    """F1: distribution of per-instance privacy losses and the most / least private examples."""
+    input:
+        scores=f"{RESULTS}/scores.parquet",
+    output:
+        png=report(f"{FIGURES}/F1_privacy_loss.png", caption="../report/F1_privacy_loss.rst", category="Privacy"),
+        pdf=f"{FIGURES}/F1_privacy_loss.pdf",
+        csv=f"{FIGURES}/F1_privacy_loss.csv",
+    log:
+        f"{LOGS}/figures/F1_privacy_loss.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/F1_privacy_loss.tsv"
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        "{params.cli} figure-privacy --config {params.config_file} --scores {input.scores}"
+        " --out {output.png} > {log} 2>&1"

@@ -1,0 +1,174 @@
+"""Per-example score tables: gradient norms at checkpoints, privacy losses, the merged scores table.
+
+`scores.parquet` has one row per training example (`index` = the dataset's own index, `label`)
+and one column per score; every capability that scores examples contributes columns to it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import io
+from .data import load_dataset
+from .models import build_model
+from .pergrad import dataset_grad_norms
+from .privacy import (
+    checkpoint_step_groups,
+    epoch_step_groups,
+    online_norms,
+    per_instance_rdp,
+    privacy_settings,
+    worst_case_rdp,
+)
+from .training import load_checkpoint_index, load_run_dynamics, resolve_device
+
+KEYS = ["index", "label"]
+
+
+def compute_checkpoint_norms(config: dict[str, Any], run_dir: str | Path, out_path: str | Path, *,
+                             progress: bool = True) -> Path:
+    """Gradient norm of every training example at every checkpoint before the final step.
+
+    Writes norms.npz: `norms` float32 [n, J], `checkpoint_step` [J], `train_index`, `train_label`.
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(config["device"])
+    dataset = load_dataset(**config["dataset"])
+    dynamics = load_run_dynamics(run_dir)
+    if not np.array_equal(dynamics["train_index"], dataset.train.index.numpy()):
+        raise ValueError(f"run {run_dir} was trained on other examples than config key 'dataset' describes")
+    total_steps = len(dynamics["lr"])
+    index = load_checkpoint_index(run_dir)
+    index = index[index["step"] < total_steps]  # the final weights stand for no step
+    spec = config["model"]
+    model = build_model(spec["name"], width=spec["width"], norm_groups=spec["norm_groups"],
+                        num_classes=dataset.num_classes, input_shape=dataset.input_shape).to(device)
+    columns = []
+    for step, file in zip(index["step"], index["file"]):
+        model.load_state_dict(io.load_state_dict(run_dir / file, map_location=device))
+        columns.append(dataset_grad_norms(
+            model, dataset.train.x, dataset.train.y, batch_size=config["privacy"]["norm_batch_size"],
+            device=device, progress=progress, desc=f"norms step {step}",
+        ))
+    return io.save_npz(
+        out_path, norms=np.stack(columns, axis=1), checkpoint_step=index["step"].to_numpy(np.int64),
+        train_index=dataset.train.index.numpy(), train_label=dataset.train.y.numpy(),
+    )
+
+
+def _accounting(config: dict[str, Any], dynamics: dict[str, np.ndarray]) -> dict[str, Any]:
+    n = len(dynamics["train_index"])
+    batch_size = int(dynamics["batch_size"])
+    return {"n": n, "batch_size": batch_size, "sample_rate": min(1.0, batch_size / n)}
+
+
+def seed_privacy(config: dict[str, Any], run_dir: str | Path, norms_path: str | Path) -> dict[str, Any]:
+    """Checkpoint and online estimators (RDP at every order) and the worst case for one seed."""
+    settings = privacy_settings(config)
+    dynamics = load_run_dynamics(run_dir)
+    norms = io.load_npz(norms_path)
+    if not np.array_equal(norms["train_index"], dynamics["train_index"]):
+        raise ValueError(f"{norms_path} does not belong to run {run_dir} (training examples differ)")
+    acc = _accounting(config, dynamics)
+    common = dict(sample_rate=acc["sample_rate"], batch_size=acc["batch_size"], beta=settings["beta"],
+                  orders=settings["orders"])
+    max_levels = config["privacy"]["max_lr_levels"]
+    used, groups = checkpoint_step_groups(norms["checkpoint_step"], dynamics["lr"],
+                                          include_step0=settings["include_step0"], max_lr_levels=max_levels)
+    checkpoint_norms = norms["norms"][:, used].astype(np.float64)
+    checkpoint = per_instance_rdp(checkpoint_norms, groups, clip=settings["clip"], method=settings["method"], **common)
+    squared = (np.minimum(checkpoint_norms, settings["clip"] or np.inf) ** 2 * np.array(
+        [c.sum() for c in groups.counts])[None, :]).sum(axis=1)
+
+    spe = int(dynamics["steps_per_epoch"])
+    epochs = len(dynamics["lr"]) // spe
+    observed = online_norms(dynamics["presentation_step"], dynamics["presentation_example"],
+                            dynamics["presentation_grad_norm"].astype(np.float64), acc["n"], spe, epochs)
+    online = per_instance_rdp(observed, epoch_step_groups(dynamics["lr"], spe, max_levels),
+                              clip=settings["clip"], method=settings["method"], **common)
+
+    sensitivity = (np.full(len(used), settings["clip"]) if settings["clip"] is not None
+                   else checkpoint_norms.max(axis=0))
+    worst_rdp, epsilon, best_order = worst_case_rdp(sensitivity, groups, delta=settings["delta"], **common)
+    return {"checkpoint": checkpoint, "online": online, "sum_sq_norm": squared, "worst_rdp": worst_rdp,
+            "epsilon": epsilon, "best_order": best_order, "sensitivity": "clip" if settings["clip"] else "max observed",
+            "train_index": dynamics["train_index"], "train_label": dynamics["train_label"]}
+
+
+def privacy_tables(config: dict[str, Any], runs: Sequence[tuple[int, str | Path, str | Path]]) -> dict[str, pd.DataFrame]:
+    """Per-example privacy table (mean over seeds + per-seed columns), long table, worst case."""
+    settings = privacy_settings(config)
+    orders = settings["orders"]
+    at_alpha = int(np.flatnonzero(orders == settings["alpha"])[0])
+    at_4alpha = int(np.flatnonzero(orders == 4 * settings["alpha"])[0])
+    per_seed, long_parts, worst_rows = {}, [], []
+    for seed, run_dir, norms_path in runs:
+        result = seed_privacy(config, run_dir, norms_path)
+        per_seed[seed] = result
+        for estimator in ("checkpoint", "online"):
+            values = result[estimator]
+            long_parts.append(pd.DataFrame({
+                "index": np.repeat(result["train_index"], len(orders)),
+                "label": np.repeat(result["train_label"], len(orders)),
+                "seed": seed, "estimator": estimator,
+                "order": np.tile(orders, len(values)), "rdp": values.reshape(-1),
+            }))
+        worst_rows += [{"seed": seed, "order": o, "rdp": r, "epsilon": result["epsilon"], "delta": settings["delta"],
+                        "best_order": result["best_order"], "sensitivity": result["sensitivity"]}
+                       for o, r in zip(orders, result["worst_rdp"])]
+    first = next(iter(per_seed.values()))
+    for seed, result in per_seed.items():
+        if not np.array_equal(result["train_index"], first["train_index"]):
+            raise ValueError(f"seed {seed} was trained on other examples than the other seeds")
+    table = pd.DataFrame({"index": first["train_index"], "label": first["train_label"]})
+
+    def mean_over_seeds(key: str, column: int | None) -> np.ndarray:
+        return np.mean([r[key][:, column] if column is not None else r[key] for r in per_seed.values()], axis=0)
+
+    table["privacy_loss"] = mean_over_seeds("checkpoint", at_alpha)
+    table["privacy_loss_4alpha"] = mean_over_seeds("checkpoint", at_4alpha)
+    table["privacy_loss_online"] = mean_over_seeds("online", at_alpha)
+    table["sum_sq_grad_norm"] = mean_over_seeds("sum_sq_norm", None)
+    for seed, result in per_seed.items():
+        table[f"privacy_loss_seed{seed}"] = result["checkpoint"][:, at_alpha]
+    return {"privacy": table, "long": pd.concat(long_parts, ignore_index=True), "worst_case": pd.DataFrame(worst_rows)}
+
+
+def write_privacy_tables(config: dict[str, Any], runs, out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    tables = privacy_tables(config, runs)
+    return [
+        io.save_table(tables["privacy"], out_dir / "privacy_loss.parquet"),
+        io.save_table(tables["long"], out_dir / "privacy_long.parquet"),
+        io.save_table(tables["worst_case"], out_dir / "worst_case.csv"),
+    ]
+
+
+def merge_score_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
+    """Join per-example tables on (index, label); a label disagreement is an error."""
+    merged: pd.DataFrame | None = None
+    for path in paths:
+        table = io.load_table(path)
+        missing = [k for k in KEYS if k not in table]
+        if missing:
+            raise ValueError(f"score table {path} lacks columns {missing}")
+        if table["index"].duplicated().any():
+            raise ValueError(f"score table {path} has duplicate example indices")
+        if merged is None:
+            merged = table
+            continue
+        overlap = [c for c in table if c in merged and c not in KEYS]
+        if overlap:
+            raise ValueError(f"score table {path} repeats columns {overlap}")
+        joined = merged.merge(table, on="index", how="outer", suffixes=("", "_other"), indicator=True)
+        if (joined["_merge"] != "both").any() or not joined["label"].equals(joined["label_other"]):
+            raise ValueError(f"score table {path} covers other examples or labels than {paths[0]}")
+        merged = joined.drop(columns=["label_other", "_merge"])
+    if merged is None:
+        raise ValueError("no score tables to merge")
+    return merged.sort_values("index").reset_index(drop=True)

@@ -1,0 +1,72 @@
+rule grad_norms:
+    """Gradient norm of every training example at every checkpoint of one run."""
+    input:
+        run=f"{RESULTS}/train/seed{{seed}}",
+    output:
+        norms=f"{RESULTS}/privacy/seed{{seed}}/norms.npz",
+    log:
+        f"{LOGS}/privacy/grad_norms_seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/privacy/grad_norms_seed{{seed}}.tsv"
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+        digest=config_digest("dataset", "model", "device"),
+    threads: config["threads"]
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{params.cli} grad-norms --config {params.config_file} --run {input.run}"
+        " --threads {threads} --out {output.norms} > {log} 2>&1"
+
+
+rule privacy_loss:
+    """Per-instance privacy losses P(x, alpha): checkpoint and online estimators, worst case."""
+    input:
+        runs=expand(f"{RESULTS}/train/seed{{seed}}", seed=SEEDS),
+        norms=expand(f"{RESULTS}/privacy/seed{{seed}}/norms.npz", seed=SEEDS),
+    output:
+        table=f"{RESULTS}/privacy/privacy_loss.parquet",
+        long=f"{RESULTS}/privacy/privacy_long.parquet",
+        worst_case=f"{RESULTS}/privacy/worst_case.csv",
+    log:
+        f"{LOGS}/privacy/privacy_loss.log",
+    benchmark:
+        f"{BENCHMARKS}/privacy/privacy_loss.tsv"
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+        out_dir=lambda wildcards, output: os.path.dirname(output.table),
+        digest=config_digest("privacy"),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{params.cli} privacy-loss --config {params.config_file} --runs {input.runs}"
+        " --norms {input.norms} --out-dir {params.out_dir} > {log} 2>&1"
+
+
+rule scores:
+    """One row per training example, one column per score (privacy losses, later the proxies)."""
+    input:
+        tables=score_tables(),
+    output:
+        scores=f"{RESULTS}/scores.parquet",
+    log:
+        f"{LOGS}/scores.log",
+    benchmark:
+        f"{BENCHMARKS}/scores.tsv"
+    params:
+        cli=CLI,
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{params.cli} scores --tables {input.tables} --out {output.scores} > {log} 2>&1"
