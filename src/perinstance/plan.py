@@ -1,0 +1,69 @@
+"""Which forget groups, oracles and unlearning runs an experiment config asks for.
+
+Standard library only: the Snakefile imports this module to build the DAG, so the workflow and
+the package agree on every group name without the workflow importing torch.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+PRIVACY_SCORE = "privacy_loss"
+RANDOM_SCORE = "random"
+# seeds of retrained models, offset so they never coincide with the original models' seeds
+HOLDOUT_SEED_OFFSET = 100_000
+ORACLE_SEED_OFFSET = 200_000
+
+
+class Group(NamedTuple):
+    score: str
+    group: str
+
+
+class UnlearningJob(NamedTuple):
+    method: str
+    score: str
+    group: str
+    seed: int
+
+
+def privacy_groups(config: dict[str, Any]) -> list[Group]:
+    """low/mid/high by privacy loss, then the rank bins `top1`, `top2`, ... counted from the top."""
+    spec = config["groups"]
+    bins = spec["linear_bins"] + spec["log_bins"]
+    kinds = [k for k in ("low", "mid", "high") if k in spec["privacy_kinds"]]
+    return [Group(PRIVACY_SCORE, k) for k in kinds] + [Group(PRIVACY_SCORE, f"top{i + 1}") for i in range(bins)]
+
+
+def comparison_groups(config: dict[str, Any]) -> list[Group]:
+    """The `high` group of every configured proxy, and the random baselines."""
+    spec = config["groups"]
+    return ([Group(score, "high") for score in spec["proxy_scores"]]
+            + [Group(RANDOM_SCORE, f"random{j}") for j in range(spec["random_groups"])])
+
+
+def all_groups(config: dict[str, Any]) -> list[Group]:
+    return privacy_groups(config) + comparison_groups(config)
+
+
+def unlearning_jobs(config: dict[str, Any]) -> list[UnlearningJob]:
+    spec = config["unlearning"]
+    seeds = range(spec["seeds"])
+    jobs = [UnlearningJob(m, g.score, g.group, s) for m in spec["methods"] for g in privacy_groups(config) for s in seeds]
+    jobs += [UnlearningJob(m, g.score, g.group, s) for m in spec["proxy_methods"] for g in comparison_groups(config)
+             for s in seeds]
+    return list(dict.fromkeys(jobs))
+
+
+def original_seed(config: dict[str, Any], unlearning_seed: int) -> int:
+    """Unlearning run u starts from the original model of seeds[u mod len(seeds)]."""
+    seeds = config["seeds"]
+    return seeds[unlearning_seed % len(seeds)]
+
+
+def oracle_seed(oracle: int) -> int:
+    return ORACLE_SEED_OFFSET + oracle
+
+
+def holdout_seed(model_id: int) -> int:
+    return HOLDOUT_SEED_OFFSET + model_id

@@ -1,0 +1,136 @@
+"""Models retrained with the original recipe on a subset of the training set.
+
+C-score holdout models train on random fractions of D; unlearning oracles train on D minus a
+forget group. Both reuse `train_run` with a lean recording setup (no intermediate checkpoints,
+no in-batch gradient norms), so they cost one plain training run each.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import Dataset, load_dataset
+from .models import build_model
+from .plan import holdout_seed
+from .training import train_run
+
+
+def subset_dataset(dataset: Dataset, keep: np.ndarray) -> Dataset:
+    """The dataset with its training split restricted to the rows where `keep` is true."""
+    keep = np.asarray(keep, dtype=bool)
+    if keep.shape != (len(dataset.train),):
+        raise ValueError(f"keep mask has shape {keep.shape}, expected ({len(dataset.train)},)")
+    if not keep.any():
+        raise ValueError("cannot train on an empty subset of the training set")
+    rows = torch.as_tensor(np.flatnonzero(keep))
+    train = dataclasses.replace(dataset.train, x=dataset.train.x[rows], y=dataset.train.y[rows],
+                                index=dataset.train.index[rows])
+    return dataclasses.replace(dataset, train=train)
+
+
+def lean_config(config: dict[str, Any], epochs: int | None = None) -> dict[str, Any]:
+    """The experiment's recipe, recording only what a retrained model needs."""
+    lean = copy.deepcopy(config)
+    training = lean["training"]
+    if epochs is not None:
+        training["epochs"] = epochs
+        early = training["dynamics"]["early_epoch"]
+        if early is not None and early > epochs:
+            training["dynamics"]["early_epoch"] = None
+    training["checkpoints"] = {"step0": False, "log_start": None, "every_epochs": training["epochs"]}
+    training["dynamics"]["batch_grad_norms"] = False
+    training["eval_every_epochs"] = training["epochs"]
+    return lean
+
+
+def train_on_subset(config: dict[str, Any], seed: int, keep: np.ndarray, out_dir: str | Path, *,
+                    dataset: Dataset | None = None, epochs: int | None = None, progress: bool = True) -> Path:
+    """Train with the experiment's recipe on the rows of the training split where `keep` holds."""
+    dataset = dataset if dataset is not None else load_dataset(**config["dataset"])
+    return train_run(lean_config(config, epochs), seed, out_dir, progress=progress,
+                     dataset=subset_dataset(dataset, keep))
+
+
+def load_model(config: dict[str, Any], dataset: Dataset, weights: str | Path,
+               device: torch.device | str = "cpu") -> torch.nn.Module:
+    """A model of the experiment's architecture with the given state_dict, in eval mode."""
+    from .io import load_state_dict
+
+    spec = config["model"]
+    model = build_model(spec["name"], width=spec["width"], norm_groups=spec["norm_groups"],
+                        num_classes=dataset.num_classes, input_shape=dataset.input_shape)
+    model.load_state_dict(load_state_dict(weights))
+    return model.to(device).eval()
+
+
+def discard_run(run_dir: str | Path) -> None:
+    """Remove a run directory whose result has been distilled into a smaller file."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def holdout_predictions(config: dict[str, Any], model_id: int, out_path: str | Path, *,
+                        progress: bool = True) -> Path:
+    """Train C-score holdout model `model_id` and save its true-label probabilities on all of D.
+
+    Writes an npz with `trained_on` (bool [n]), `prob_true` (float32 [n]) and `train_index`.
+    """
+    from . import io
+    from .proxies import holdout_mask
+    from .training import predict_logits, resolve_device
+
+    out_path = Path(out_path)
+    proxies = config["proxies"]
+    dataset = load_dataset(**config["dataset"])
+    n = len(dataset.train)
+    trained_on = holdout_mask(n, proxies["holdout_fraction"], model_id, seed=config["groups"]["seed"])
+    run_dir = out_path.with_suffix(".run")
+    seed = holdout_seed(model_id)
+    train_on_subset(config, seed, trained_on, run_dir, dataset=dataset, epochs=proxies["holdout_epochs"],
+                    progress=progress)
+    device = resolve_device(config["device"])
+    model = load_model(config, dataset, run_dir / "model.pt", device)
+    logits = predict_logits(model, dataset.train.x, config["training"]["eval_batch_size"], device)
+    prob_true = torch.softmax(logits, dim=1).gather(1, dataset.train.y[:, None]).squeeze(1)
+    io.save_npz(out_path, trained_on=trained_on, prob_true=prob_true.numpy().astype(np.float32),
+                train_index=dataset.train.index.numpy())
+    discard_run(run_dir)
+    return out_path
+
+
+def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, groups_csv: str | Path,
+               model_out: str | Path, eval_out: str | Path, *, progress: bool = True) -> Path:
+    """Retrain oracle `oracle` from scratch on D minus the forget group; save its weights and evaluation.
+
+    The evaluation npz holds per-example `forget_losses`, `forget_phi`, `forget_correct` (in the
+    order of `forget_index`) and `test_losses`, `test_correct` on the full test split.
+    """
+    from . import io
+    from .plan import oracle_seed
+    from .scores import group_members, rows_of
+    from .training import resolve_device
+    from .unlearning import rows_subset, split_metrics
+
+    dataset = load_dataset(**config["dataset"])
+    rows = rows_of(dataset.train.index.numpy(), group_members(io.load_table(groups_csv), score, group))
+    keep = np.ones(len(dataset.train), dtype=bool)
+    keep[rows] = False
+    run_dir = Path(eval_out).with_suffix(".run")
+    train_on_subset(config, oracle_seed(oracle), keep, run_dir, dataset=dataset, progress=progress)
+    device = resolve_device(config["device"])
+    model = load_model(config, dataset, run_dir / "model.pt", device)
+    batch = config["training"]["eval_batch_size"]
+    forget = rows_subset(dataset.train, np.sort(rows))
+    f = split_metrics(model, forget, batch, device)
+    t = split_metrics(model, dataset.test, batch, device)
+    io.save_torch(model.state_dict(), model_out)
+    io.save_npz(eval_out, forget_index=forget.index.numpy(), forget_losses=f["losses"], forget_phi=f["phi"],
+                forget_correct=f["correct"], test_losses=t["losses"], test_correct=t["correct"])
+    discard_run(run_dir)
+    return Path(eval_out)
