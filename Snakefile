@@ -10,10 +10,13 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/privacy.smk"
+include: "workflow/rules/proxies.smk"
+include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/figures.smk"
 
 
 rule all:
     input:
         figure_targets(),
+        f"{RESULTS}/steps.csv",
     default_target: True

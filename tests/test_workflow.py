@@ -37,8 +37,14 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
     assert result.returncode == 0, result.stderr
     jobs = dict(line.split()[:2] for line in result.stdout.splitlines()
                 if len(line.split()) == 2 and line.split()[1].isdigit())
-    assert jobs["train"] == "3" and jobs["grad_norms"] == "3"
-    assert jobs["privacy_loss"] == jobs["scores"] == jobs["figure_training"] == jobs["figure_privacy"] == "1"
+    assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == "8"
+    for single in ("privacy_loss", "proxies", "scores", "correlations", "groups", "steps",
+                   "figure_training", "figure_privacy", "figure_proxies"):
+        assert jobs[single] == "1", single
+    # 10 groups (low, mid, high, top1, top2; 4 proxies' high; 1 random) x 3 oracles
+    assert jobs["oracle"] == "30"
+    # 5 privacy groups x 3 methods x 2 seeds + 5 comparison groups x finetune x 2 seeds
+    assert jobs["unlearn"] == "40"
 
 
 def test_bad_config_fails_before_running(tmp_path):
@@ -53,13 +59,19 @@ def test_tiny_workflow_end_to_end(tmp_path):
     result = snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figure_dir = tmp_path / "figures/test"
-    for figure in ("F0_training", "F1_privacy_loss"):
+    for figure in ("F0_training", "F1_privacy_loss", "F4_proxy_correlation"):
         for suffix in ("png", "pdf", "csv"):
             assert (figure_dir / f"{figure}.{suffix}").stat().st_size > 0
     scores = pd.read_parquet(tmp_path / "results/test/scores.parquet")
     assert len(scores) == 180 and scores["index"].is_unique
     for column in ("privacy_loss", "privacy_loss_4alpha", "privacy_loss_online", "privacy_loss_seed0", "privacy_loss_seed1"):
         assert scores[column].notna().all() and scores[column].std() > 0, column
+    for column in ("el2n", "forgetting_events", "learning_speed", "cscore_holdout"):
+        assert column in scores, column
+    steps = pd.read_csv(tmp_path / "results/test/steps.csv")
+    # test.yaml: low, high, top1 x (finetune, sgld) + el2n-high x finetune, one seed each
+    assert len(steps) == 7 and set(steps["method"]) == {"finetune", "sgld"}
+    assert steps["steps"].between(0, 40).all() and steps["censored"].isin([True, False]).all()
     table = pd.read_csv(figure_dir / "F0_training.csv")
     assert sorted(table["seed"].unique()) == [0, 1]
     assert set(table["split"]) == {"train", "test"}

@@ -9,6 +9,11 @@ from pathlib import Path
 import torch
 
 
+# scores compared in the correlation table, in display order
+CORRELATED_SCORES = ("privacy_loss", "privacy_loss_online", "el2n", "forgetting_events", "learning_speed",
+                     "cscore_holdout", "cscore_published")
+
+
 def _threads(value: int) -> None:
     torch.set_num_threads(max(1, value))
 
@@ -62,6 +67,40 @@ def cmd_privacy_loss(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
+def cmd_holdout(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .retrain import holdout_predictions
+
+    config = load_config(args.config)
+    _threads(args.threads or config["threads"])
+    out = holdout_predictions(config, args.model_id, args.out, progress=not args.no_progress)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def cmd_proxies(args: argparse.Namespace) -> None:
+    from . import io
+    from .config import load_config
+    from .scores import proxy_table
+
+    config = load_config(args.config)
+    out = io.save_table(proxy_table(config, args.runs, args.holdout or ()), args.out)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def cmd_correlations(args: argparse.Namespace) -> None:
+    from . import io
+    from .config import load_config
+    from .proxies import correlations
+
+    config = load_config(args.config)
+    scores = io.load_table(args.scores)
+    columns = [c for c in CORRELATED_SCORES if c in scores]
+    table = correlations(scores, columns, n_boot=config["proxies"]["bootstrap"], seed=config["groups"]["seed"],
+                         ci=config["proxies"]["ci"])
+    out = io.save_table(table, args.out)
+    print(f"wrote {out}", file=sys.stderr)
+
+
 def cmd_scores(args: argparse.Namespace) -> None:
     from . import io
     from .scores import merge_score_tables
@@ -79,6 +118,65 @@ def cmd_figure_privacy(args: argparse.Namespace) -> None:
     config = load_config(args.config)
     written = plot_privacy_loss(io.load_table(args.scores), load_dataset(**config["dataset"]), args.out,
                                 alpha=config["privacy"]["alpha"], title=config["experiment"])
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def cmd_figure_proxies(args: argparse.Namespace) -> None:
+    from . import io
+    from .config import load_config
+    from .data import load_dataset
+    from .figures import plot_proxy_correlation
+
+    config = load_config(args.config)
+    dataset = load_dataset(**config["dataset"])
+    written = plot_proxy_correlation(io.load_table(args.scores), io.load_table(args.correlations), args.out,
+                                     class_names=dataset.class_names, proxies=CORRELATED_SCORES[2:],
+                                     title=config["experiment"])
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def cmd_groups(args: argparse.Namespace) -> None:
+    from . import io
+    from .config import load_config
+    from .scores import forget_groups
+
+    config = load_config(args.config)
+    out = io.save_table(forget_groups(config, io.load_table(args.scores)), args.out)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def cmd_oracle(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .retrain import run_oracle
+
+    config = load_config(args.config)
+    _threads(args.threads or config["threads"])
+    out = run_oracle(config, args.score, args.group, args.oracle, args.groups, args.model_out, args.out,
+                     progress=not args.no_progress)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def cmd_unlearn(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .unlearning import run_unlearning_job
+
+    config = load_config(args.config)
+    _threads(args.threads or config["threads"])
+    run_unlearning_job(config, args.method, args.score, args.group, args.seed, args.groups, args.original,
+                       args.oracles, curve_out=args.curve, examples_out=args.examples, final_out=args.final,
+                       model_out=args.model_out, progress=not args.no_progress)
+    print(f"wrote {args.curve}", file=sys.stderr)
+
+
+def cmd_steps(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .steps import write_steps_tables
+
+    config = load_config(args.config)
+    if len(args.curves) != len(args.finals):
+        raise ValueError("--curves and --finals must list the same runs in the same order")
+    written = write_steps_tables(config, list(zip(args.curves, args.finals)), args.oracles, args.scores,
+                                 args.groups, args.out, args.summary)
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
@@ -114,6 +212,27 @@ def build_parser() -> argparse.ArgumentParser:
     privacy.add_argument("--out-dir", required=True)
     privacy.set_defaults(func=cmd_privacy_loss)
 
+    holdout = sub.add_parser("holdout", help="train one C-score holdout model, save its predictions on D")
+    holdout.add_argument("--config", required=True)
+    holdout.add_argument("--model-id", type=int, required=True)
+    holdout.add_argument("--out", required=True, help="npz with trained_on, prob_true, train_index")
+    holdout.add_argument("--threads", type=int, default=None)
+    holdout.add_argument("--no-progress", action="store_true")
+    holdout.set_defaults(func=cmd_holdout)
+
+    prox = sub.add_parser("proxies", help="difficulty proxies table (EL2N, forgetting events, learning speed, C-score)")
+    prox.add_argument("--config", required=True)
+    prox.add_argument("--runs", nargs="+", required=True, help="training run directories")
+    prox.add_argument("--holdout", nargs="*", default=[], help="holdout prediction npz files")
+    prox.add_argument("--out", required=True)
+    prox.set_defaults(func=cmd_proxies)
+
+    corr = sub.add_parser("correlations", help="Spearman / Kendall between privacy loss and proxies")
+    corr.add_argument("--config", required=True)
+    corr.add_argument("--scores", required=True)
+    corr.add_argument("--out", required=True)
+    corr.set_defaults(func=cmd_correlations)
+
     scores = sub.add_parser("scores", help="merge per-example tables into scores.parquet")
     scores.add_argument("--tables", nargs="+", required=True)
     scores.add_argument("--out", required=True)
@@ -124,6 +243,58 @@ def build_parser() -> argparse.ArgumentParser:
     fig1.add_argument("--scores", required=True)
     fig1.add_argument("--out", required=True)
     fig1.set_defaults(func=cmd_figure_privacy)
+    groups = sub.add_parser("groups", help="forget groups from the scores table")
+    groups.add_argument("--config", required=True)
+    groups.add_argument("--scores", required=True)
+    groups.add_argument("--out", required=True)
+    groups.set_defaults(func=cmd_groups)
+
+    oracle = sub.add_parser("oracle", help="retrain one oracle from scratch on D minus a forget group")
+    oracle.add_argument("--config", required=True)
+    oracle.add_argument("--groups", required=True, help="groups.csv")
+    oracle.add_argument("--score", required=True)
+    oracle.add_argument("--group", required=True)
+    oracle.add_argument("--oracle", type=int, required=True, help="oracle number r (seed offset)")
+    oracle.add_argument("--model-out", required=True)
+    oracle.add_argument("--out", required=True, help="evaluation npz")
+    oracle.add_argument("--threads", type=int, default=None)
+    oracle.add_argument("--no-progress", action="store_true")
+    oracle.set_defaults(func=cmd_oracle)
+
+    unl = sub.add_parser("unlearn", help="one unlearning run (method, group, seed) from the original model")
+    unl.add_argument("--config", required=True)
+    unl.add_argument("--groups", required=True)
+    unl.add_argument("--method", required=True)
+    unl.add_argument("--score", required=True)
+    unl.add_argument("--group", required=True)
+    unl.add_argument("--seed", type=int, required=True)
+    unl.add_argument("--original", required=True, help="training run directory of the original model")
+    unl.add_argument("--oracles", nargs="+", required=True, help="oracle evaluation npz files of this group")
+    unl.add_argument("--curve", required=True)
+    unl.add_argument("--examples", required=True)
+    unl.add_argument("--final", required=True)
+    unl.add_argument("--model-out", required=True)
+    unl.add_argument("--threads", type=int, default=None)
+    unl.add_argument("--no-progress", action="store_true")
+    unl.set_defaults(func=cmd_unlearn)
+
+    steps = sub.add_parser("steps", help="steps-to-unlearn table and per-group summary")
+    steps.add_argument("--config", required=True)
+    steps.add_argument("--curves", nargs="+", required=True)
+    steps.add_argument("--finals", nargs="+", required=True)
+    steps.add_argument("--oracles", nargs="+", required=True)
+    steps.add_argument("--scores", required=True)
+    steps.add_argument("--groups", required=True)
+    steps.add_argument("--out", required=True, help="steps.csv")
+    steps.add_argument("--summary", required=True)
+    steps.set_defaults(func=cmd_steps)
+
+    fig4 = sub.add_parser("figure-proxies", help="F4: correlation heatmap and scatter plots")
+    fig4.add_argument("--config", required=True)
+    fig4.add_argument("--scores", required=True)
+    fig4.add_argument("--correlations", required=True)
+    fig4.add_argument("--out", required=True)
+    fig4.set_defaults(func=cmd_figure_proxies)
     return parser
 
 

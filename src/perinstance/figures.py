@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import matplotlib
 
@@ -112,3 +112,38 @@ def plot_privacy_loss(scores: pd.DataFrame, dataset, png_path: str | Path, *, al
         fig.text((pos.x0 + pos.x1) / 2, pos.y1 + 0.04, f"{count} {which} P (label, P)", ha="center", fontsize=11)
     fig.suptitle(f"{title} F1: per-instance privacy losses".strip(), y=1.04)
     return save_figure(fig, table.sort_values("rank"), png_path)
+
+
+def plot_proxy_correlation(scores: pd.DataFrame, correlations: pd.DataFrame, png_path: str | Path, *,
+                           class_names: Sequence[str], proxies: Sequence[str], title: str = "") -> list[Path]:
+    """F4: Spearman heatmap (numbers in the cells) and log privacy loss vs each proxy, by class."""
+    spearman = correlations[correlations["method"] == "spearman"]
+    names = list(dict.fromkeys(list(spearman["x"]) + list(spearman["y"])))
+    matrix = pd.DataFrame(np.eye(len(names)), index=names, columns=names)
+    for row in spearman.itertuples():
+        matrix.loc[row.x, row.y] = matrix.loc[row.y, row.x] = row.value
+    proxies = [p for p in proxies if p in scores]
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig = plt.figure(figsize=(5.5 + 3.6 * len(proxies), 5.2))
+    grid = fig.add_gridspec(1, 1 + len(proxies), width_ratios=[1.6] + [1] * len(proxies), wspace=0.35)
+    ax = fig.add_subplot(grid[0])
+    sns.heatmap(matrix, annot=True, fmt=".2f", vmin=-1, vmax=1, cmap="RdBu_r", square=True, cbar=False, ax=ax,
+                annot_kws={"fontsize": 8})
+    ax.set_title("Spearman ρ (higher = harder / more private)")
+    log_p = np.log10(scores["privacy_loss"])
+    classes = scores["label"].map(dict(enumerate(class_names)))
+    for k, proxy in enumerate(proxies):
+        ax = fig.add_subplot(grid[k + 1])
+        sns.scatterplot(x=scores[proxy], y=log_p, hue=classes, s=6, alpha=0.5, linewidth=0, ax=ax,
+                        legend=k == len(proxies) - 1, palette="tab10")
+        row = spearman[((spearman["x"] == "privacy_loss") & (spearman["y"] == proxy))
+                       | ((spearman["y"] == "privacy_loss") & (spearman["x"] == proxy))]
+        if len(row):
+            r = row.iloc[0]
+            ax.set_title(f"ρ = {r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]", fontsize=10)
+        ax.set_xlabel(proxy)
+        ax.set_ylabel("log10 P(x, α)" if k == 0 else "")
+    if proxies:
+        ax.legend(title="class", bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7, markerscale=2)
+    fig.suptitle(f"{title} F4: privacy loss vs difficulty proxies".strip(), y=1.02)
+    return save_figure(fig, correlations, png_path)

@@ -172,3 +172,108 @@ def merge_score_tables(paths: Sequence[str | Path]) -> pd.DataFrame:
     if merged is None:
         raise ValueError("no score tables to merge")
     return merged.sort_values("index").reset_index(drop=True)
+
+
+def proxy_table(config: dict[str, Any], run_dirs: Sequence[str | Path],
+                holdout_files: Sequence[str | Path] = ()) -> pd.DataFrame:
+    """Difficulty proxies of every training example, each a hardness (higher = harder).
+
+    EL2N, forgetting events and learning speed come from the original runs' dynamics (mean over
+    seeds); the C-score from the holdout models and, when configured, the published file.
+    """
+    from . import proxies
+
+    dynamics = [load_run_dynamics(run) for run in run_dirs]
+    if not dynamics:
+        raise ValueError("proxies need at least one training run")
+    first = dynamics[0]
+    for run, dyn in zip(run_dirs, dynamics):
+        if not np.array_equal(dyn["train_index"], first["train_index"]):
+            raise ValueError(f"run {run} was trained on other examples than {run_dirs[0]}")
+    n, labels = len(first["train_index"]), first["train_label"]
+    records = [(d["presentation_step"], d["presentation_example"], d["presentation_correct"]) for d in dynamics]
+    table = pd.DataFrame({"index": first["train_index"], "label": labels})
+    table["el2n"] = proxies.el2n([d["early_logits"] for d in dynamics], labels)
+    events, never = zip(*(proxies.forgetting_events(*r, n) for r in records))
+    table["forgetting_events"] = proxies.forgetting_hardness(events, never)
+    table["learning_speed"] = proxies.learning_speed_hardness([proxies.learning_speed(*r, n) for r in records])
+    if holdout_files:
+        holdouts = [io.load_npz(path) for path in holdout_files]
+        for path, h in zip(holdout_files, holdouts):
+            if not np.array_equal(h["train_index"], first["train_index"]):
+                raise ValueError(f"holdout predictions {path} cover other examples than the training runs")
+        c, count = proxies.cscore_holdout(np.stack([h["prob_true"] for h in holdouts]),
+                                          np.stack([h["trained_on"] for h in holdouts]))
+        table["cscore_holdout"] = proxies.cscore_hardness(c)
+        table["cscore_holdout_models"] = count
+    published = config["proxies"]["published_cscores"]
+    if published is not None:
+        if config["dataset"]["name"] != "cifar10":
+            raise ValueError("config key 'proxies.published_cscores' is only valid with dataset.name cifar10")
+        full_labels = _cifar10_train_labels(config)
+        table["cscore_published"] = proxies.cscore_hardness(
+            proxies.load_published_cscores(published, full_labels, index=first["train_index"]))
+    return table
+
+
+def _cifar10_train_labels(config: dict[str, Any]) -> np.ndarray:
+    """Labels of the full CIFAR-10 training set in torchvision order (the published file's order)."""
+    full = dict(config["dataset"], n_train=None, n_test=None)
+    dataset = load_dataset(**full)
+    labels = np.empty(int(dataset.train.index.max()) + 1, dtype=np.int64)
+    labels[dataset.train.index.numpy()] = dataset.train.y.numpy()
+    return labels
+
+
+def forget_groups(config: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
+    """Every forget group the config asks for (perinstance.plan), tidy: score, group, ranks, index, label, rank.
+
+    Rank bins are named top1, top2, ... in the workflow; `ranks` keeps the rank range they cover.
+    """
+    from .groups import build_groups, random_groups
+    from .plan import PRIVACY_SCORE, comparison_groups, privacy_groups
+
+    spec = config["groups"]
+    common = dict(size=spec["size"], class_balanced=spec["class_balanced"], seed=spec["seed"])
+    missing = [g.score for g in privacy_groups(config) + comparison_groups(config)
+               if g.score not in ("random",) and g.score not in scores]
+    if missing:
+        raise ValueError(f"scores table has no column for groups by {sorted(set(missing))} "
+                         "(config key groups.proxy_scores; is the proxy enabled?)")
+    # rank bins continue below the `high` group instead of repeating it as their first bin
+    skip_top = "high" in spec["privacy_kinds"] and spec["linear_bins"] + spec["log_bins"] > 0
+    privacy = build_groups(scores, PRIVACY_SCORE, kinds=spec["privacy_kinds"],
+                           linear_bins=spec["linear_bins"] + skip_top, log_bins=spec["log_bins"], **common)
+    if skip_top:
+        privacy = privacy[privacy["group"] != f"top0-{spec['size']}"]
+    bins = [name for name in dict.fromkeys(privacy["group"]) if name.startswith("top")]
+    privacy["ranks"] = privacy["group"]
+    privacy["group"] = privacy["group"].replace({name: f"top{i + 1}" for i, name in enumerate(bins)})
+    frames = [privacy]
+    for group in comparison_groups(config):
+        if group.score == "random":
+            continue
+        high = build_groups(scores, group.score, kinds=["high"], **common)
+        frames.append(high.assign(ranks="high"))
+    if spec["random_groups"]:
+        frames.append(random_groups(scores, size=spec["size"], count=spec["random_groups"], seed=spec["seed"],
+                                    class_balanced=spec["class_balanced"]).assign(ranks="random"))
+    table = pd.concat(frames, ignore_index=True)
+    return table[["score", "group", "ranks", "index", "label", "rank"]]
+
+
+def group_members(groups_table: pd.DataFrame, score: str, group: str) -> np.ndarray:
+    """Dataset indices of one forget group."""
+    members = groups_table[(groups_table["score"] == score) & (groups_table["group"] == group)]["index"]
+    if members.empty:
+        raise ValueError(f"no forget group {score}/{group} in the groups table")
+    return members.to_numpy(np.int64)
+
+
+def rows_of(dataset_index: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Rows of the training split holding the given dataset indices."""
+    position = {int(i): row for row, i in enumerate(np.asarray(dataset_index).tolist())}
+    missing = [int(i) for i in members if int(i) not in position]
+    if missing:
+        raise ValueError(f"forget group members {missing[:5]} are not in the training split")
+    return np.array([position[int(i)] for i in members], dtype=np.int64)

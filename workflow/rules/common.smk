@@ -1,11 +1,16 @@
 import hashlib
 import os
+import sys
 
 import yaml
 from snakemake.utils import validate
 
 
 validate(config, schema="../schemas/config.schema.yaml")
+
+# the plan module is standard-library only: the DAG and the package agree on every group name
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))
+from perinstance import plan  # noqa: E402
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
@@ -20,6 +25,12 @@ CLI = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m
 
 wildcard_constraints:
     seed=r"\d+",
+    model_id=r"\d+",
+    oracle=r"\d+",
+    useed=r"\d+",
+    method="|".join(["finetune", "sgld", "l1sparse"]),
+    score=r"[a-z_0-9]+",
+    group=r"[a-z0-9]+",
 
 
 def resolved_config_path():
@@ -54,8 +65,41 @@ def train_run_dir(seed):
 
 def score_tables():
     """Per-example tables merged into scores.parquet (each capability adds its own)."""
-    return [f"{RESULTS}/privacy/privacy_loss.parquet"]
+    return [f"{RESULTS}/privacy/privacy_loss.parquet", f"{RESULTS}/proxies/proxies.parquet"]
+
+
+def holdout_files():
+    count = config["proxies"]["holdout_models"]
+    return [f"{RESULTS}/proxies/holdout/model{m}.npz" for m in range(count)]
+
+
+def published_cscores():
+    """The user-provided C-score file as an input, so a missing file fails before any job runs."""
+    path = config["proxies"]["published_cscores"]
+    return [path] if path else []
+
+
+GROUPS = plan.all_groups(config)
+UNLEARNING_JOBS = plan.unlearning_jobs(config)
+ORACLES = range(config["oracles"]["count"])
+
+
+def oracle_evaluations(wildcards):
+    return [f"{RESULTS}/oracles/{wildcards.score}/{wildcards.group}/seed{r}.npz" for r in ORACLES]
+
+
+def all_oracle_evaluations():
+    return [f"{RESULTS}/oracles/{g.score}/{g.group}/seed{r}.npz" for g in GROUPS for r in ORACLES]
+
+
+def original_run(wildcards):
+    return train_run_dir(plan.original_seed(config, int(wildcards.useed)))
+
+
+def unlearn_output(job, kind):
+    stem = f"{RESULTS}/unlearn/{job.method}/{job.score}/{job.group}/seed{job.seed}"
+    return {"curve": f"{stem}.csv", "final": f"{stem}_final.npz"}[kind]
 
 
 def figure_targets():
-    return [f"{FIGURES}/F0_training.png", f"{FIGURES}/F1_privacy_loss.png"]
+    return [f"{FIGURES}/F0_training.png", f"{FIGURES}/F1_privacy_loss.png", f"{FIGURES}/F4_proxy_correlation.png"]

@@ -46,3 +46,29 @@ rule figure_privacy:
     shell:
         "{params.cli} figure-privacy --config {params.config_file} --scores {input.scores}"
         " --out {output.png} > {log} 2>&1"
+
+
+rule figure_proxies:
+    """F4: correlation of privacy loss with the difficulty proxies."""
+    input:
+        scores=f"{RESULTS}/scores.parquet",
+        correlations=f"{RESULTS}/proxies/correlations.csv",
+    output:
+        png=report(f"{FIGURES}/F4_proxy_correlation.png", caption="../report/F4_proxy_correlation.rst", category="Proxies"),
+        pdf=f"{FIGURES}/F4_proxy_correlation.pdf",
+        csv=f"{FIGURES}/F4_proxy_correlation.csv",
+    log:
+        f"{LOGS}/figures/F4_proxy_correlation.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/F4_proxy_correlation.tsv"
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        "{params.cli} figure-proxies --config {params.config_file} --scores {input.scores}"
+        " --correlations {input.correlations} --out {output.png} > {log} 2>&1"

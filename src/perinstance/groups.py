@@ -1,0 +1,237 @@
+"""Forget groups of size m chosen from a per-example score (higher score = more private / harder).
+
+Every group is defined on ONE total order of the training set: score descending, ties broken by the
+dataset index ascending, so `rank` 0 is the highest score and the same table always gives the same
+groups. Group names:
+
+- `low`, `mid`, `high`: the bottom m ranks, the m ranks around the median rank, the top m ranks.
+  With 3m <= n they are disjoint by construction.
+- `top{start}-{end}`: rank bins counted from the top (see `top_rank_bins`). Only the top few percent
+  of a privacy-loss ranking differ from the original model enough to need unlearning, so bins there
+  show a gradient where low/mid/high show "0 versus many".
+- `bin{i}of{B}`: B equal quantile bins of the ranking (i = 0 holds the highest scores), m drawn at
+  random (seeded) from each.
+- `random{j}` (score `random`, from `random_groups`): uniformly random groups, the baseline.
+
+With `class_balanced`, every group takes a per-class quota (m // C each, the remainder to the lowest
+labels, shortfalls of small classes moved to the others) and applies its rule within each class's
+own ranking; `rank` stays the global rank.
+
+The tidy output has one row per (score, group, member): `score`, `group`, `index`, `label`, `rank`.
+Groups built from different scores may share members.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+KINDS = ("low", "mid", "high")
+COLUMNS = ["score", "group", "index", "label", "rank"]
+
+
+def top_rank_bins(n: int, size: int, linear_bins: int, log_bins: int) -> list[tuple[int, int]]:
+    """Disjoint rank ranges [start, end) of width `size`, ordered from the top of the ranking.
+
+    `linear_bins` consecutive bins [0, m), [m, 2m), ... then `log_bins` bins whose starts are spaced
+    geometrically from the end of the linear bins out to n - m (the last one is the bottom m). With
+    no linear bins the first log bin is [0, m). Rounding collisions are pushed apart, never merged.
+    """
+    m = int(size)
+    if m <= 0:
+        raise ValueError(f"group size must be positive (config key groups.size), got {size}")
+    if linear_bins < 0 or log_bins < 0:
+        raise ValueError("bin counts must be >= 0 (config keys groups.linear_bins, groups.log_bins)")
+    if (linear_bins + log_bins) * m > n:
+        raise ValueError(f"{linear_bins} linear + {log_bins} log bins of size {m} do not fit in {n} examples "
+                         "(config keys groups.linear_bins, groups.log_bins, groups.size)")
+    starts = [i * m for i in range(linear_bins)]
+    if log_bins:
+        linear_end = linear_bins * m
+        anchor = max(linear_end, m)
+        if linear_end > 0:
+            # the anchor itself is taken by the linear bins: log bins start strictly further out
+            points = np.geomspace(anchor, max(n - m, anchor), log_bins + 1)[1:]
+        else:
+            points = np.geomspace(anchor, max(n - m, anchor), log_bins)
+            points[0] = 0.0
+        starts += _separate(np.rint(points).astype(np.int64), m, linear_end, n).tolist()
+    return [(s, s + m) for s in starts]
+
+
+def _separate(starts: np.ndarray, width: int, lo: int, hi: int) -> np.ndarray:
+    """Shift sorted starts so that bins [s, s + width) are disjoint and inside [lo, hi)."""
+    out = starts.astype(np.int64).copy()
+    for i in range(len(out)):
+        out[i] = max(out[i], lo if i == 0 else out[i - 1] + width)
+    for i in reversed(range(len(out))):
+        out[i] = min(out[i], hi - width if i == len(out) - 1 else out[i + 1] - width)
+    if len(out) and out[0] < lo:
+        raise ValueError(f"{len(out)} bins of width {width} do not fit in [{lo}, {hi})")
+    return out
+
+
+def _ranking(table: pd.DataFrame, score: str) -> pd.DataFrame:
+    """The table sorted by score descending, ties by index ascending, with its global `rank`."""
+    for column in ("index", "label", score):
+        if column not in table.columns:
+            raise ValueError(f"score table has no column {column!r} (config key groups.scores names the "
+                             f"score columns; available: {sorted(table.columns)})")
+    values = table[score].to_numpy(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"score {score!r} has non-finite values; rank only finite scores")
+    if table["index"].duplicated().any():
+        raise ValueError("score table has duplicate example indices")
+    order = np.lexsort((table["index"].to_numpy(), -values))
+    ranked = table.iloc[order][["index", "label"]].reset_index(drop=True)
+    ranked["rank"] = np.arange(len(ranked), dtype=np.int64)
+    return ranked
+
+
+def class_quotas(counts: pd.Series, size: int, capacity: pd.Series | None = None) -> pd.Series:
+    """Per-class group sizes summing to `size`: size // C each, the remainder to the lowest labels.
+
+    A class with fewer than its share available (`capacity`, default its count) gives its shortfall to
+    the other classes, again lowest labels first, so the result is deterministic.
+    """
+    counts = counts.sort_index()
+    capacity = counts if capacity is None else capacity.reindex(counts.index).fillna(0).astype(np.int64)
+    if int(capacity.sum()) < size:
+        raise ValueError(f"class-balanced groups of size {size} need more examples per class than available "
+                         "(config keys groups.size, groups.class_balanced)")
+    quota = pd.Series(0, index=counts.index, dtype=np.int64)
+    left = size
+    while left > 0:
+        open_classes = [c for c in quota.index if quota[c] < capacity[c]]
+        share, extra = divmod(left, len(open_classes))
+        for i, c in enumerate(open_classes):
+            add = min(share + (1 if i < extra else 0), capacity[c] - quota[c])
+            quota[c] += add
+            left -= add
+    return quota
+
+
+def _rank_slices(ranked: pd.DataFrame, size: int, kinds: Sequence[str], bins: list[tuple[int, int]],
+                 class_balanced: bool) -> dict[str, np.ndarray]:
+    """Row positions in `ranked` of every rank-defined group."""
+    n = len(ranked)
+    out: dict[str, np.ndarray] = {}
+    if not class_balanced:
+        spans = {"high": 0, "mid": (n - size) // 2, "low": n - size}
+        for kind in kinds:
+            out[kind] = np.arange(spans[kind], spans[kind] + size)
+        for start, end in bins:
+            out[f"top{start}-{end}"] = np.arange(start, end)
+        return out
+    members = {c: np.flatnonzero(ranked["label"].to_numpy() == c) for c in np.unique(ranked["label"])}
+    counts = pd.Series({c: len(v) for c, v in members.items()})
+    # low/mid/high must stay disjoint inside every class, so a class offers at most a third of itself
+    quota = class_quotas(counts, size, counts // 3 if kinds else counts)
+    names = list(kinds) + [f"top{s}-{e}" for s, e in bins]
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for c, rows in members.items():
+        q, n_c = int(quota[c]), len(rows)
+        if len(bins) * q > n_c:
+            raise ValueError(f"class {c} has {n_c} examples, too few for {len(bins)} class-balanced bins of {q} "
+                             "(config keys groups.linear_bins, groups.log_bins, groups.class_balanced)")
+        spans = {"high": 0, "mid": (n_c - q) // 2, "low": n_c - q}
+        for kind in kinds:
+            parts[kind].append(rows[spans[kind]:spans[kind] + q])
+        # a global bin maps to the same quantile of each class's own ranking
+        starts = _separate(np.array([s * n_c // n for s, _ in bins], dtype=np.int64), q, 0, n_c) if bins else []
+        for (s, e), start in zip(bins, starts):
+            parts[f"top{s}-{e}"].append(rows[start:start + q])
+    return {name: np.sort(np.concatenate(p)) for name, p in parts.items()}
+
+
+def _quantile_slices(ranked: pd.DataFrame, size: int, quantile_bins: int, class_balanced: bool,
+                     seed: int) -> dict[str, np.ndarray]:
+    """m row positions drawn without replacement from each of `quantile_bins` equal rank bins."""
+    n = len(ranked)
+    if class_balanced:
+        members = {c: np.flatnonzero(ranked["label"].to_numpy() == c) for c in np.unique(ranked["label"])}
+        quota = class_quotas(pd.Series({c: len(v) for c, v in members.items()}), size)
+    else:
+        members, quota = {-1: np.arange(n)}, {-1: size}
+    out = {}
+    for b in range(quantile_bins):
+        # one stream per bin, so adding bins leaves the earlier ones unchanged
+        rng = np.random.default_rng([seed, b])
+        picks = []
+        for c, rows in members.items():
+            pool = rows[b * len(rows) // quantile_bins:(b + 1) * len(rows) // quantile_bins]
+            if int(quota[c]) > len(pool):
+                raise ValueError(f"quantile bin {b} of {quantile_bins} holds {len(pool)} examples, fewer than the "
+                                 f"{int(quota[c])} requested (config keys groups.quantile_bins, groups.size)")
+            picks.append(rng.choice(pool, size=int(quota[c]), replace=False))
+        out[f"bin{b}of{quantile_bins}"] = np.sort(np.concatenate(picks))
+    return out
+
+
+def _tidy(ranked: pd.DataFrame, score: str, slices: dict[str, np.ndarray]) -> pd.DataFrame:
+    frames = [ranked.iloc[rows].assign(score=score, group=name) for name, rows in slices.items()]
+    if not frames:
+        return pd.DataFrame({c: pd.Series(dtype=object if c in ("score", "group") else np.int64) for c in COLUMNS})
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def build_groups(table: pd.DataFrame, score: str, *, size: int, kinds: Sequence[str] = KINDS,
+                 linear_bins: int = 0, log_bins: int = 0, quantile_bins: int = 0, class_balanced: bool = False,
+                 seed: int = 0) -> pd.DataFrame:
+    """Forget groups of `size` examples chosen by `score` (see the module docstring for the names).
+
+    `seed` only drives the draws inside quantile bins; every other group is a deterministic function
+    of the ranking.
+    """
+    unknown = set(kinds) - set(KINDS)
+    if unknown:
+        raise ValueError(f"unknown group kinds {sorted(unknown)} (config key groups.privacy_kinds; allowed {list(KINDS)})")
+    kinds = [k for k in KINDS if k in kinds]
+    if size <= 0:
+        raise ValueError(f"group size must be positive (config key groups.size), got {size}")
+    ranked = _ranking(table, score)
+    n = len(ranked)
+    if kinds and 3 * size > n:
+        raise ValueError(f"low/mid/high groups of size {size} need at least {3 * size} examples, the table has {n} "
+                         "(config key groups.size)")
+    if quantile_bins < 0 or (quantile_bins and size * quantile_bins > n):
+        raise ValueError(f"{quantile_bins} quantile bins of size {size} do not fit in {n} examples "
+                         "(config keys groups.quantile_bins, groups.size)")
+    bins = top_rank_bins(n, size, linear_bins, log_bins)
+    slices = _rank_slices(ranked, size, kinds, bins, class_balanced)
+    slices |= _quantile_slices(ranked, size, quantile_bins, class_balanced, seed)
+    return _tidy(ranked, score, slices)
+
+
+def random_groups(table: pd.DataFrame, *, size: int, count: int, seed: int,
+                  class_balanced: bool = False) -> pd.DataFrame:
+    """`count` uniformly random groups `random0`, `random1`, ... (score `random`, `rank` missing).
+
+    Each group is its own draw without replacement from one seeded stream per group, so groups may
+    overlap one another and raising `count` keeps the earlier groups.
+    """
+    if size <= 0 or count < 0:
+        raise ValueError(f"need size > 0 and count >= 0 (config keys groups.size, groups.random_groups), "
+                         f"got size={size}, count={count}")
+    for column in ("index", "label"):
+        if column not in table.columns:
+            raise ValueError(f"score table has no column {column!r}")
+    base = table.sort_values("index", kind="stable")[["index", "label"]].reset_index(drop=True)
+    if size > len(base):
+        raise ValueError(f"random groups of size {size} exceed the {len(base)} examples (config key groups.size)")
+    labels = base["label"].to_numpy()
+    if class_balanced:
+        members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
+        quota = class_quotas(pd.Series({c: len(v) for c, v in members.items()}), size)
+    else:
+        members, quota = {-1: np.arange(len(base))}, {-1: size}
+    frames = []
+    for j in range(count):
+        rng = np.random.default_rng([seed, j])
+        rows = np.sort(np.concatenate([rng.choice(v, size=int(quota[c]), replace=False) for c, v in members.items()]))
+        frames.append(base.iloc[rows].assign(score="random", group=f"random{j}"))
+    out = pd.concat(frames, ignore_index=True) if frames else base.iloc[:0].assign(score="", group="")
+    out["rank"] = pd.array([pd.NA] * len(out), dtype="Int64")
+    return out[COLUMNS]

@@ -1,0 +1,206 @@
+"""Unlearning runs: fine-tuning, SGLD and L1-sparse fine-tuning on the retain set D minus G.
+
+Each run starts from an original model, takes SGD steps on batches of the retain set, and is
+evaluated every `eval_every` steps (step 0 included) on the forget group G, a fixed subset of the
+retain set and the test split. With an oracle band given, a run may stop once the forget loss has
+held inside the band for the required number of consecutive evaluations (plus a margin), which
+keeps already-unlearned groups cheap; the curve then ends there.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .data import Dataset, Split
+from .training import epoch_batches, predict_logits
+
+METHODS = ("finetune", "sgld", "l1sparse")
+
+
+@dataclass(frozen=True)
+class UnlearningRecipe:
+    method: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    batch_size: int
+    sgld_beta: float
+    l1_gamma: float
+    k_max: int
+    eval_every: int
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], method: str) -> "UnlearningRecipe":
+        """Unlearning settings; unset optimizer keys fall back to the training recipe."""
+        if method not in METHODS:
+            raise ValueError(f"unknown unlearning method {method!r} (config key unlearning.methods); "
+                             f"available: {', '.join(METHODS)}")
+        spec, training = config["unlearning"], config["training"]
+
+        def pick(key: str):
+            return spec[key] if spec[key] is not None else training[key]
+
+        return cls(method=method, lr=pick("lr"), momentum=pick("momentum"), weight_decay=pick("weight_decay"),
+                   batch_size=pick("batch_size"), sgld_beta=spec["sgld_beta"], l1_gamma=spec["l1_gamma"],
+                   k_max=spec["k_max"], eval_every=spec["eval_every"])
+
+
+def logit_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """phi = log p_y - log(1 - p_y), computed stably from logits."""
+    log_p = F.log_softmax(logits.double(), dim=1)
+    log_py = log_p.gather(1, y[:, None]).squeeze(1)
+    others = log_p.clone()
+    others.scatter_(1, y[:, None], -math.inf)
+    return (log_py - torch.logsumexp(others, dim=1)).float()
+
+
+def split_metrics(model: torch.nn.Module, split: Split, batch_size: int, device) -> dict[str, Any]:
+    logits = predict_logits(model, split.x, batch_size, device)
+    losses = F.cross_entropy(logits, split.y, reduction="none")
+    return {"losses": losses.numpy(), "correct": (logits.argmax(1) == split.y).numpy(),
+            "phi": logit_confidence(logits, split.y).numpy()}
+
+
+def rows_subset(split: Split, rows: np.ndarray) -> Split:
+    rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64))
+    return Split(x=split.x[rows_t], y=split.y[rows_t], index=split.index[rows_t])
+
+
+def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, recipe: UnlearningRecipe, *,
+            seed: int, device: torch.device, eval_retain_size: int | None = 500, eval_test_size: int | None = None,
+            eval_batch_size: int = 1024, band: tuple[float, float] | None = None, consecutive: int = 3,
+            stop_margin: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Run one unlearning job in place on `model`.
+
+    forget_rows: rows of dataset.train forming G. band: (center, half_width) of the oracle band
+    on the mean forget loss; when given, stop after the loss held inside it for `consecutive`
+    evaluations and `stop_margin` more steps. Returns the curve (one row per evaluation) and the
+    per-example forget records (loss, phi, correct at every evaluation).
+    """
+    n = len(dataset.train)
+    forget_rows = np.unique(np.asarray(forget_rows, dtype=np.int64))
+    if forget_rows.size == 0 or forget_rows.min() < 0 or forget_rows.max() >= n:
+        raise ValueError(f"forget rows must be a non-empty subset of 0..{n - 1}")
+    retain_rows = np.setdiff1d(np.arange(n), forget_rows)
+    rng = np.random.default_rng(seed)
+    forget = rows_subset(dataset.train, forget_rows)
+    retain_eval = rows_subset(dataset.train, np.sort(rng.choice(
+        retain_rows, size=min(eval_retain_size or len(retain_rows), len(retain_rows)), replace=False)))
+    test_rows = np.arange(len(dataset.test))
+    if eval_test_size is not None and eval_test_size < len(test_rows):
+        test_rows = np.sort(rng.choice(test_rows, size=eval_test_size, replace=False))
+    test_eval = rows_subset(dataset.test, test_rows)
+
+    model.to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                                weight_decay=recipe.weight_decay)
+    batch_gen = torch.Generator().manual_seed(seed)
+    noise_gen = torch.Generator(device=device).manual_seed(seed + 7_919)
+    noise_std = math.sqrt(2.0 * recipe.lr / recipe.sgld_beta) if recipe.method == "sgld" else 0.0
+    retain_x, retain_y = dataset.train.x[retain_rows], dataset.train.y[retain_rows]
+
+    curve: list[dict[str, float]] = []
+    per_example: list[pd.DataFrame] = []
+    inside_run, stop_at = 0, None
+
+    def evaluate(step: int) -> None:
+        nonlocal inside_run, stop_at
+        f = split_metrics(model, forget, eval_batch_size, device)
+        r = split_metrics(model, retain_eval, eval_batch_size, device)
+        t = split_metrics(model, test_eval, eval_batch_size, device)
+        row = {"step": step, "forget_loss": float(f["losses"].mean()), "forget_accuracy": float(f["correct"].mean()),
+               "retain_loss": float(r["losses"].mean()), "retain_accuracy": float(r["correct"].mean()),
+               "test_loss": float(t["losses"].mean()), "test_accuracy": float(t["correct"].mean())}
+        curve.append(row)
+        per_example.append(pd.DataFrame({"step": step, "index": forget.index.numpy(), "loss": f["losses"],
+                                         "phi": f["phi"], "correct": f["correct"]}))
+        if band is not None and stop_at is None:
+            inside_run = inside_run + 1 if abs(row["forget_loss"] - band[0]) <= band[1] else 0
+            if inside_run >= consecutive:
+                stop_at = step + stop_margin
+        bar.set_postfix(forget_loss=f"{row['forget_loss']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
+
+    bar = tqdm(total=recipe.k_max, desc=f"{recipe.method} seed {seed}", disable=not progress, file=sys.stderr,
+               mininterval=2.0)
+    evaluate(0)
+    step = 0
+    model.train()
+    while step < recipe.k_max and (stop_at is None or step < stop_at):
+        for batch in epoch_batches(len(retain_rows), recipe.batch_size, "shuffle", batch_gen):
+            xb, yb = retain_x[batch].to(device), retain_y[batch].to(device)
+            loss = F.cross_entropy(model(xb), yb)
+            if recipe.method == "l1sparse":
+                loss = loss + recipe.l1_gamma * sum(p.abs().sum() for p in model.parameters())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if noise_std > 0:
+                with torch.no_grad():
+                    for p in model.parameters():
+                        p.add_(torch.randn(p.shape, generator=noise_gen, device=device, dtype=p.dtype), alpha=noise_std)
+            step += 1
+            bar.update(1)
+            stopping = stop_at is not None and step >= stop_at
+            if step % recipe.eval_every == 0 or step == recipe.k_max or stopping:
+                evaluate(step)  # the curve always ends with the final model
+                model.train()
+            if step >= recipe.k_max or stopping:
+                break
+    bar.close()
+    return {"curve": pd.DataFrame(curve), "forget_examples": pd.concat(per_example, ignore_index=True),
+            "stopped_early": stop_at is not None and step < recipe.k_max, "steps_run": step}
+
+
+def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: str, seed: int,
+                       groups_csv, original_run, oracle_evals, *, curve_out, examples_out, final_out, model_out,
+                       progress: bool = True) -> None:
+    """One (method, group, seed) unlearning run from the original model, with its outputs written.
+
+    curve_out: one row per evaluation; examples_out: per-example forget records at every
+    evaluation; final_out: npz with the final model's per-example forget and full-test losses;
+    model_out: the final weights (loss-barrier endpoints).
+    """
+    from pathlib import Path
+
+    from . import io
+    from .data import load_dataset
+    from .evaluation import oracle_band
+    from .plan import original_seed
+    from .retrain import load_model
+    from .scores import group_members, rows_of
+    from .training import resolve_device
+
+    dataset = load_dataset(**config["dataset"])
+    members = group_members(io.load_table(groups_csv), score, group)
+    rows = rows_of(dataset.train.index.numpy(), members)
+    device = resolve_device(config["device"])
+    model = load_model(config, dataset, Path(original_run) / "model.pt", device)
+    oracle_losses = [io.load_npz(path)["forget_losses"].mean() for path in oracle_evals]
+    spec, bands = config["unlearning"], config["oracles"]
+    center, half_width, _ = oracle_band(np.asarray(oracle_losses), tol_abs=bands["tol_abs"], z=bands["z"])
+    recipe = UnlearningRecipe.from_config(config, method)
+    result = unlearn(model, dataset, rows, recipe, seed=seed, device=device,
+                     eval_retain_size=spec["eval_retain_size"], eval_test_size=spec["eval_test_size"],
+                     eval_batch_size=config["training"]["eval_batch_size"],
+                     band=(center, half_width) if spec["stop_when_unlearned"] else None,
+                     consecutive=bands["consecutive"], stop_margin=spec["stop_margin"], progress=progress)
+    labels = dict(method=method, score=score, group=group, seed=seed, original_seed=original_seed(config, seed))
+    curve = result["curve"].assign(**labels, stopped_early=result["stopped_early"])
+    io.save_table(curve, curve_out)
+    io.save_table(result["forget_examples"].assign(**labels), examples_out)
+    batch = config["training"]["eval_batch_size"]
+    f = split_metrics(model, rows_subset(dataset.train, np.sort(rows)), batch, device)
+    t = split_metrics(model, dataset.test, batch, device)
+    io.save_npz(final_out, forget_index=dataset.train.index.numpy()[np.sort(rows)], forget_losses=f["losses"],
+                forget_phi=f["phi"], forget_correct=f["correct"], test_losses=t["losses"], test_correct=t["correct"],
+                steps_run=np.int64(result["steps_run"]))
+    io.save_torch(model.state_dict(), model_out)

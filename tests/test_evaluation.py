@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perinstance.evaluation import (
+    epsilon_cap,
+    forget_accuracy_gap,
+    logit_scaled_confidence,
+    logit_scaled_confidence_from_logits,
+    loss_threshold_mia_auc,
+    mia_auc_gap,
+    oracle_band,
+    per_example_epsilon,
+    steps_to_unlearn,
+    summarise_steps,
+)
+
+STEPS = np.arange(0, 100, 10)  # 10 evaluations, k_max 90
+BAND = (1.0, 0.1, 0.0)
+
+
+def test_oracle_band():
+    assert oracle_band(np.array([2.0]), tol_abs=0.1, z=2.0) == (2.0, 0.1, 0.0)
+    center, half, sd = oracle_band(np.array([1.0, 2.0, 3.0]), tol_abs=0.1, z=2.0)
+    assert (center, sd) == (2.0, 1.0) and half == 2.0  # noisy oracles widen the band past tol_abs
+    per_example = np.array([[1.0, 3.0], [3.0, 5.0]])  # per-oracle means 2 and 4
+    center, half, sd = oracle_band(per_example, tol_abs=0.0, z=1.0)
+    assert center == 3.0 and sd == pytest.approx(math.sqrt(2)) and half == pytest.approx(math.sqrt(2))
+
+
+def test_clean_first_crossing():
+    loss = np.array([3.0, 2.5, 2.0, 1.5, 1.05, 1.0, 0.95, 1.0, 1.0, 1.0])
+    r = steps_to_unlearn(STEPS, loss, BAND)
+    assert r["steps"] == 40 and not r["censored"]
+    assert r["step0_gap"] == pytest.approx(2.0) and not r["inside_at_step0"]
+    assert r["final_gap"] == pytest.approx(0.0)
+
+
+def test_crossing_that_does_not_hold():
+    # inside at 20 and 30 only (two evaluations), back out, then inside for good from 60
+    loss = np.array([3.0, 2.0, 1.0, 1.0, 2.0, 2.0, 1.0, 1.0, 1.0, 1.0])
+    assert steps_to_unlearn(STEPS, loss, BAND)["steps"] == 60
+    assert steps_to_unlearn(STEPS, loss, BAND, consecutive=2)["steps"] == 20
+    assert steps_to_unlearn(STEPS, loss, BAND, consecutive=1)["steps"] == 20
+
+
+def test_never_crossing_is_censored():
+    loss = np.linspace(3.0, 1.5, 10)
+    r = steps_to_unlearn(STEPS, loss, BAND)
+    assert r["steps"] == 90 and r["censored"]
+    assert r["final_gap"] == pytest.approx(0.5)
+    # a run that only starts inside at the last two evaluations is not observed long enough
+    late = np.r_[np.full(8, 3.0), 1.0, 1.0]
+    assert steps_to_unlearn(STEPS, late, BAND)["censored"]
+    # k_max truncates the curve: a crossing after it does not count
+    r = steps_to_unlearn(STEPS, np.r_[np.full(6, 3.0), np.ones(4)], BAND, k_max=70)
+    assert r["censored"] and r["steps"] == 70
+    nan = np.r_[3.0, np.nan, np.nan, np.ones(7)]
+    assert steps_to_unlearn(STEPS, nan, BAND)["steps"] == 30
+
+
+def test_noisy_oracles_widen_band():
+    loss = np.r_[3.0, np.full(9, 1.5)]
+    assert steps_to_unlearn(STEPS, loss, oracle_band(np.array([1.0, 1.0]), tol_abs=0.1, z=2))["censored"]
+    wide = oracle_band(np.array([0.7, 1.3]), tol_abs=0.1, z=2)
+    assert steps_to_unlearn(STEPS, loss, wide)["steps"] == 10
+
+
+def test_inside_at_step0():
+    r = steps_to_unlearn(STEPS, np.full(10, 1.05), BAND)
+    assert r["steps"] == 0 and r["inside_at_step0"] and r["step0_gap"] == pytest.approx(0.05)
+
+
+def test_step_validation():
+    with pytest.raises(ValueError, match="start at 0"):
+        steps_to_unlearn(np.arange(1, 11), np.ones(10), BAND)
+    with pytest.raises(ValueError, match="start at 0"):
+        steps_to_unlearn(STEPS[::-1], np.ones(10), BAND)
+    with pytest.raises(ValueError, match="k_max"):
+        steps_to_unlearn(STEPS, np.ones(10), BAND, k_max=200)
+
+
+def test_summarise_keeps_censored():
+    records = pd.DataFrame({
+        "score": "p", "group": ["high"] * 3 + ["low"] * 3, "method": "finetune", "seed": [0, 1, 2] * 2,
+        "steps": [100, 300, 2000, 0, 0, 0], "censored": [False, False, True, False, False, False],
+        "inside_at_step0": [False] * 3 + [True] * 3,
+    })
+    s = summarise_steps(records).set_index("group")
+    assert s.loc["high", "steps_mean"] == pytest.approx(800.0) and s.loc["high", "steps_median"] == 300
+    assert s.loc["high", "n_censored"] == 1 and s.loc["high", "n_seeds"] == 3 and s.loc["high", "lower_bound"]
+    assert s.loc["low", "n_censored"] == 0 and s.loc["low", "n_inside_at_step0"] == 3
+    with pytest.raises(ValueError, match="censored"):
+        summarise_steps(records.drop(columns="censored"))
+
+
+def test_mia_auc():
+    assert loss_threshold_mia_auc([0.1, 0.2], [1.0, 2.0]) == 1.0
+    assert loss_threshold_mia_auc([1.0, 2.0], [0.1, 0.2]) == 0.0
+    assert loss_threshold_mia_auc([1.0, 1.0], [1.0, 1.0]) == 0.5
+    assert loss_threshold_mia_auc([0.1, 2.0], [0.5, 1.0]) == 0.5
+    gap = mia_auc_gap([0.1, 0.2], [1.0, 2.0], [[1.0, 2.0], [0.1, 2.0]], [[0.1, 0.2], [0.5, 1.0]])
+    assert gap == {"auc_unlearned": 1.0, "auc_oracle": 0.25, "auc_oracle_sd": pytest.approx(math.sqrt(0.125)),
+                   "gap": 0.75}
+
+
+def test_forget_accuracy_gap():
+    assert forget_accuracy_gap(0.9, [0.5, 0.7]) == pytest.approx(0.3)
+
+
+def test_logit_scaled_confidence():
+    np.testing.assert_allclose(logit_scaled_confidence(np.array([0.5, 0.75])), [0.0, math.log(3)])
+    clipped = logit_scaled_confidence(np.array([0.0, 1.0], dtype=np.float32))
+    assert np.all(np.isfinite(clipped)) and clipped[1] == pytest.approx(-clipped[0])
+    logits = np.array([[2.0, 0.0, 0.0], [0.0, 50.0, 0.0]])
+    p = np.exp(logits[0]) / np.exp(logits[0]).sum()
+    phi = logit_scaled_confidence_from_logits(logits, np.array([0, 1]))
+    assert phi[0] == pytest.approx(math.log(p[0] / (1 - p[0])))
+    assert phi[1] == pytest.approx(50.0 - math.log(2.0))  # beyond the probability clip
+
+
+def test_per_example_epsilon():
+    rng = np.random.default_rng(0)
+    same = rng.normal(size=(16, 1))
+    identical = per_example_epsilon(same, same)[0]
+    assert identical == 0.0
+    # same distribution, independent draws: well below the cap (not 0: see the docstring's null floor)
+    null = np.median(per_example_epsilon(rng.normal(size=(16, 200)), rng.normal(size=(16, 200))))
+    shifted = np.median(per_example_epsilon(rng.normal(size=(16, 200)) + 3.0, rng.normal(size=(16, 200))))
+    assert null < 0.6 * epsilon_cap(16, 16) and shifted > null + 1.0
+    separated = per_example_epsilon(np.full((4, 2), 5.0) + np.arange(4)[:, None], np.zeros((8, 2)))
+    np.testing.assert_allclose(separated, epsilon_cap(4, 8))
+    assert epsilon_cap(4, 8) == pytest.approx(max(math.log((1 - 1 / 16) * 8), math.log((1 - 1 / 8) * 16)))
+    # the reverse direction (unlearned below the oracles) is caught too
+    np.testing.assert_allclose(per_example_epsilon(-np.ones((4, 1)), np.zeros((8, 1))), epsilon_cap(4, 8))
+    with pytest.raises(ValueError, match="R >= 8"):
+        per_example_epsilon(np.zeros((4, 2)), np.zeros((7, 2)))
+    with pytest.raises(ValueError, match="K >= 2"):
+        per_example_epsilon(np.zeros((1, 2)), np.zeros((8, 2)))
