@@ -18,5 +18,4 @@ include: "workflow/rules/figures.smk"
 rule all:
     input:
         figure_targets(),
-        f"{RESULTS}/steps.csv",
     default_target: True

@@ -38,6 +38,7 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
     jobs = dict(line.split()[:2] for line in result.stdout.splitlines()
                 if len(line.split()) == 2 and line.split()[1].isdigit())
     assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == "8"
+    assert jobs["figure_steps"] == "3"
     for single in ("privacy_loss", "proxies", "scores", "correlations", "groups", "steps",
                    "figure_training", "figure_privacy", "figure_proxies"):
         assert jobs[single] == "1", single
@@ -59,7 +60,8 @@ def test_tiny_workflow_end_to_end(tmp_path):
     result = snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figure_dir = tmp_path / "figures/test"
-    for figure in ("F0_training", "F1_privacy_loss", "F4_proxy_correlation"):
+    for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
+                   "F5_hard_groups"):
         for suffix in ("png", "pdf", "csv"):
             assert (figure_dir / f"{figure}.{suffix}").stat().st_size > 0
     scores = pd.read_parquet(tmp_path / "results/test/scores.parquet")

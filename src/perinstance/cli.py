@@ -176,7 +176,29 @@ def cmd_steps(args: argparse.Namespace) -> None:
     if len(args.curves) != len(args.finals):
         raise ValueError("--curves and --finals must list the same runs in the same order")
     written = write_steps_tables(config, list(zip(args.curves, args.finals)), args.oracles, args.scores,
-                                 args.groups, args.out, args.summary)
+                                 args.groups, args.out, args.summary, args.curves_out)
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def cmd_figure_steps(args: argparse.Namespace) -> None:
+    from . import io
+    from .config import load_config
+    from .figures import plot_hard_groups, plot_steps
+    from .steps import theory_fit
+
+    config = load_config(args.config)
+    steps, summary = io.load_table(args.steps), io.load_table(args.summary)
+    k_max = config["unlearning"]["k_max"]
+    if args.kind == "hard-groups":
+        method = config["unlearning"]["proxy_methods"][0]
+        written = plot_hard_groups(steps, summary, method, args.out, k_max=k_max, title=config["experiment"])
+    else:
+        methods = [m for m in args.methods if m in set(steps["method"])]
+        if not methods:
+            raise ValueError(f"none of the methods {args.methods} was run (config key unlearning.methods)")
+        fits = {m: theory_fit(summary, m) for m in methods}
+        written = plot_steps(steps, summary, io.load_table(args.curves), methods, fits, args.out, k_max=k_max,
+                             title=config["experiment"], figure=args.figure)
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
@@ -287,7 +309,19 @@ def build_parser() -> argparse.ArgumentParser:
     steps.add_argument("--groups", required=True)
     steps.add_argument("--out", required=True, help="steps.csv")
     steps.add_argument("--summary", required=True)
+    steps.add_argument("--curves-out", required=True, help="all unlearning curves with their oracle bands")
     steps.set_defaults(func=cmd_steps)
+
+    figs = sub.add_parser("figure-steps", help="F2 / F3 (steps vs privacy-loss group) and F5 (hard groups)")
+    figs.add_argument("--config", required=True)
+    figs.add_argument("--kind", choices=["privacy-groups", "hard-groups"], default="privacy-groups")
+    figs.add_argument("--methods", nargs="*", default=[])
+    figs.add_argument("--figure", default="", help="figure label in the title, e.g. F2")
+    figs.add_argument("--steps", required=True)
+    figs.add_argument("--summary", required=True)
+    figs.add_argument("--curves", required=True)
+    figs.add_argument("--out", required=True)
+    figs.set_defaults(func=cmd_figure_steps)
 
     fig4 = sub.add_parser("figure-proxies", help="F4: correlation heatmap and scatter plots")
     fig4.add_argument("--config", required=True)

@@ -147,3 +147,87 @@ def plot_proxy_correlation(scores: pd.DataFrame, correlations: pd.DataFrame, png
         ax.legend(title="class", bbox_to_anchor=(1.02, 1), loc="upper left", fontsize=7, markerscale=2)
     fig.suptitle(f"{title} F4: privacy loss vs difficulty proxies".strip(), y=1.02)
     return save_figure(fig, correlations, png_path)
+
+
+def _group_order(summary: pd.DataFrame) -> list[str]:
+    """Privacy-loss groups from least to most private."""
+    rows = summary[summary["score"] == "privacy_loss"].drop_duplicates("group").sort_values("privacy_loss_4alpha")
+    return rows["group"].tolist()
+
+
+def plot_steps(steps: pd.DataFrame, summary: pd.DataFrame, curves: pd.DataFrame, methods: Sequence[str],
+               fits: dict[str, dict | None], png_path: str | Path, *, k_max: int, title: str = "",
+               figure: str = "") -> list[Path]:
+    """F2 / F3: steps-to-unlearn against the groups' privacy loss, with the fitted log trend, and
+    the forget-loss curves against their oracle bands. One row per method."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    order = _group_order(summary)
+    palette = dict(zip(order, sns.color_palette("viridis", len(order))))
+    fig, axes = plt.subplots(len(methods), 2, figsize=(13, 4.4 * len(methods)), squeeze=False)
+    tables = []
+    for (ax_steps, ax_curve), method in zip(axes, methods):
+        runs = steps[(steps["method"] == method) & (steps["score"] == "privacy_loss")]
+        groups = summary[(summary["method"] == method) & (summary["score"] == "privacy_loss")]
+        for censored, marker in ((False, "o"), (True, "^")):
+            part = runs[runs["censored"] == censored]
+            ax_steps.scatter(part["privacy_loss_4alpha"], part["steps"], marker=marker, s=40,
+                             c=[palette[g] for g in part["group"]], edgecolor="k", linewidth=0.5,
+                             label="censored at K_max" if censored else "unlearned (per seed)")
+        ax_steps.plot(groups.sort_values("privacy_loss_4alpha")["privacy_loss_4alpha"],
+                      groups.sort_values("privacy_loss_4alpha")["steps_mean"], color="0.3", lw=1, label="mean over seeds")
+        for g in groups.itertuples():
+            note = " (inside band at step 0)" if g.n_inside_at_step0 == g.n_runs else ""
+            ax_steps.annotate(f"{g.group}{note}", (g.privacy_loss_4alpha, g.steps_mean), fontsize=7,
+                              xytext=(4, 4), textcoords="offset points")
+        fit = fits.get(method)
+        if fit is not None:
+            grid = np.geomspace(groups["privacy_loss_4alpha"].min(), groups["privacy_loss_4alpha"].max(), 50)
+            ax_steps.plot(grid, fit["predict"](grid), "--", color="tab:red",
+                          label=f"fitted: {fit['scale']:.0f}·log P + {fit['offset']:.0f} (R²={fit['r2']:.2f})")
+        ax_steps.axhline(k_max, color="0.6", ls=":", lw=1)
+        ax_steps.set_xscale("log")
+        ax_steps.set_xlabel("group mean P(x, 4α)")
+        ax_steps.set_ylabel("steps to unlearn")
+        ax_steps.set_title(f"{method}: steps to reach the oracle band")
+        ax_steps.legend(fontsize=7, loc="upper left")
+        mine = curves[(curves["method"] == method) & (curves["score"] == "privacy_loss")]
+        for group in order:
+            part = mine[mine["group"] == group]
+            if part.empty:
+                continue
+            mean = part.groupby("step")["forget_loss"].mean()
+            ax_curve.plot(mean.index, mean.values, color=palette[group], label=group)
+            center, half = part["band_center"].iloc[0], part["band_half_width"].iloc[0]
+            ax_curve.axhspan(center - half, center + half, color=palette[group], alpha=0.12)
+        ax_curve.set_xlabel("unlearning step")
+        ax_curve.set_ylabel("mean forget loss (shaded: oracle band)")
+        ax_curve.set_title(f"{method}: forget loss, mean over seeds")
+        ax_curve.legend(fontsize=7, title="group", title_fontsize=8)
+        tables.append(groups)
+    fig.suptitle(f"{title} {figure}".strip())
+    fig.tight_layout()
+    return save_figure(fig, pd.concat(tables, ignore_index=True), png_path)
+
+
+def plot_hard_groups(steps: pd.DataFrame, summary: pd.DataFrame, method: str, png_path: str | Path, *,
+                     k_max: int, title: str = "") -> list[Path]:
+    """F5: steps-to-unlearn of the `high` group chosen by each score, against random groups."""
+    chosen = steps[(steps["method"] == method) & ((steps["group"] == "high") | (steps["score"] == "random"))].copy()
+    if chosen.empty:
+        raise ValueError(f"no `high` or random groups were unlearned with {method}")
+    chosen["chosen by"] = np.where(chosen["score"] == "random", chosen["group"], chosen["score"])
+    order = (chosen.groupby("chosen by")["steps"].mean().sort_values(ascending=False).index.tolist())
+    sns.set_theme(style="whitegrid", context="notebook")
+    fig, ax = plt.subplots(figsize=(1.3 * len(order) + 3, 4.2))
+    sns.barplot(data=chosen, x="chosen by", y="steps", order=order, color="tab:blue", alpha=0.5, errorbar=None, ax=ax)
+    sns.stripplot(data=chosen, x="chosen by", y="steps", order=order, hue="censored", palette={False: "k", True: "tab:red"},
+                  marker="o", size=6, jitter=0.15, ax=ax)
+    ax.axhline(k_max, color="0.6", ls=":", lw=1)
+    ax.set_ylabel(f"steps to unlearn ({method})")
+    ax.set_xlabel("score that chose the group (top m) / random baseline")
+    ax.legend(title="censored at K_max", fontsize=8)
+    ax.tick_params(axis="x", rotation=20)
+    fig.suptitle(f"{title} F5: which score finds the hardest-to-unlearn group?".strip())
+    fig.tight_layout()
+    table = summary[(summary["method"] == method) & ((summary["group"] == "high") | (summary["score"] == "random"))]
+    return save_figure(fig, table, png_path)

@@ -89,7 +89,7 @@ def holdout_predictions(config: dict[str, Any], model_id: int, out_path: str | P
     proxies = config["proxies"]
     dataset = load_dataset(**config["dataset"])
     n = len(dataset.train)
-    trained_on = holdout_mask(n, proxies["holdout_fraction"], model_id, seed=config["groups"]["seed"])
+    trained_on = holdout_mask(n, proxies["holdout_fraction"], model_id)
     run_dir = out_path.with_suffix(".run")
     seed = holdout_seed(model_id)
     train_on_subset(config, seed, trained_on, run_dir, dataset=dataset, epochs=proxies["holdout_epochs"],

@@ -46,7 +46,7 @@ def steps_table(config: dict[str, Any], runs: Sequence[tuple[str | Path, str | P
                      .agg(privacy_loss=("privacy_loss", "mean"), privacy_loss_4alpha=("privacy_loss_4alpha", "mean"),
                           ranks=("ranks", "first"))
                      .reset_index())
-    rows, finals = [], {}
+    rows, finals, curves = [], {}, []
     for curve_path, final_path in runs:
         curve = io.load_table(curve_path)
         method, score, group, seed = (curve[c].iloc[0] for c in ("method", "score", "group", "seed"))
@@ -58,6 +58,7 @@ def steps_table(config: dict[str, Any], runs: Sequence[tuple[str | Path, str | P
                                   consecutive=bands["consecutive"])
         if result["censored"]:
             result["steps"] = k_max  # a run stopped before k_max without meeting the criterion is censored at k_max
+        curves.append(curve.assign(band_center=band[0], band_half_width=band[1]))
         final = io.load_npz(final_path)
         finals.setdefault((score, group, method), []).append(final)
         mia = mia_auc_gap(final["forget_losses"], final["test_losses"], [e["forget_losses"] for e in evals],
@@ -77,7 +78,7 @@ def steps_table(config: dict[str, Any], runs: Sequence[tuple[str | Path, str | P
     summary["epsilon_mean"] = [
         _mean_epsilon(finals[(r.score, r.group, r.method)], oracles[(r.score, r.group)]) for r in summary.itertuples()
     ]
-    return {"steps": steps, "summary": summary}
+    return {"steps": steps, "summary": summary, "curves": pd.concat(curves, ignore_index=True)}
 
 
 def _mean_epsilon(finals: list[dict[str, np.ndarray]], oracles: list[dict[str, np.ndarray]]) -> float:
@@ -101,6 +102,7 @@ def theory_fit(summary: pd.DataFrame, method: str, score: str = "privacy_loss") 
 
 
 def write_steps_tables(config: dict[str, Any], runs, oracle_evals, scores_path, groups_path,
-                       steps_out, summary_out) -> list[Path]:
+                       steps_out, summary_out, curves_out) -> list[Path]:
     tables = steps_table(config, runs, oracle_evals, io.load_table(scores_path), io.load_table(groups_path))
-    return [io.save_table(tables["steps"], steps_out), io.save_table(tables["summary"], summary_out)]
+    return [io.save_table(tables["steps"], steps_out), io.save_table(tables["summary"], summary_out),
+            io.save_table(tables["curves"], curves_out)]

@@ -102,4 +102,12 @@ def unlearn_output(job, kind):
 
 
 def figure_targets():
-    return [f"{FIGURES}/F0_training.png", f"{FIGURES}/F1_privacy_loss.png", f"{FIGURES}/F4_proxy_correlation.png"]
+    names = ["F0_training", "F1_privacy_loss", "F4_proxy_correlation"]
+    methods = set(config["unlearning"]["methods"])
+    if "sgld" in methods:
+        names.append("F2_steps_sgld")
+    if methods & {"finetune", "l1sparse"}:
+        names.append("F3_steps_finetune")
+    if config["unlearning"]["proxy_methods"] and plan.comparison_groups(config):
+        names.append("F5_hard_groups")
+    return [f"{FIGURES}/{name}.png" for name in names]

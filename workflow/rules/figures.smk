@@ -72,3 +72,43 @@ rule figure_proxies:
     shell:
         "{params.cli} figure-proxies --config {params.config_file} --scores {input.scores}"
         " --correlations {input.correlations} --out {output.png} > {log} 2>&1"
+
+
+STEP_FIGURES = {
+    "F2_steps_sgld": {"kind": "privacy-groups", "methods": ["sgld"], "label": "F2: SGLD unlearning vs privacy loss"},
+    "F3_steps_finetune": {"kind": "privacy-groups", "methods": ["finetune", "l1sparse"], "label": "F3: fine-tuning unlearning vs privacy loss"},
+    "F5_hard_groups": {"kind": "hard-groups", "methods": [], "label": "F5"},
+}
+
+
+rule figure_steps:
+    """F2 (SGLD), F3 (fine-tuning, L1-sparse): steps-to-unlearn per privacy-loss group; F5: hard groups."""
+    input:
+        steps=f"{RESULTS}/steps.csv",
+        summary=f"{RESULTS}/steps_summary.csv",
+        curves=f"{RESULTS}/curves.parquet",
+    output:
+        png=report(f"{FIGURES}/{{step_figure}}.png", caption="../report/steps_figures.rst", category="Unlearning"),
+        pdf=f"{FIGURES}/{{step_figure}}.pdf",
+        csv=f"{FIGURES}/{{step_figure}}.csv",
+    log:
+        f"{LOGS}/figures/{{step_figure}}.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/{{step_figure}}.tsv"
+    wildcard_constraints:
+        step_figure="|".join(STEP_FIGURES),
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+        kind=lambda wildcards: STEP_FIGURES[wildcards.step_figure]["kind"],
+        methods=lambda wildcards: " ".join(STEP_FIGURES[wildcards.step_figure]["methods"]),
+        label=lambda wildcards: STEP_FIGURES[wildcards.step_figure]["label"],
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        "{params.cli} figure-steps --config {params.config_file} --kind {params.kind} --methods {params.methods}"
+        " --figure {params.label:q} --steps {input.steps} --summary {input.summary} --curves {input.curves}"
+        " --out {output.png} > {log} 2>&1"

@@ -9,7 +9,7 @@ rule holdout:
     params:
         config_file=CONFIG_FILE,
         cli=CLI,
-        digest=config_digest("dataset", "model", "training", "device", "proxies", "groups"),
+        digest=config_digest("dataset", "model", "training", "device", "proxies"),
     threads: config["threads"]
     resources:
         mem_mb=4000,

@@ -92,6 +92,7 @@ rule steps:
     output:
         steps=f"{RESULTS}/steps.csv",
         summary=f"{RESULTS}/steps_summary.csv",
+        curves=f"{RESULTS}/curves.parquet",
     log:
         f"{LOGS}/steps.log",
     benchmark:
@@ -108,4 +109,4 @@ rule steps:
     shell:
         "{params.cli} steps --config {params.config_file} --curves {input.curves} --finals {input.finals}"
         " --oracles {input.oracles} --scores {input.scores} --groups {input.groups}"
-        " --out {output.steps} --summary {output.summary} > {log} 2>&1"
+        " --out {output.steps} --summary {output.summary} --curves-out {output.curves} > {log} 2>&1"
