@@ -12,6 +12,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/privacy.smk"
 include: "workflow/rules/proxies.smk"
 include: "workflow/rules/unlearn.smk"
+include: "workflow/rules/barrier.smk"
 include: "workflow/rules/figures.smk"
 
 

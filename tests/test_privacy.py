@@ -194,3 +194,32 @@ def test_merge_score_tables(tmp_path):
         merge_score_tables([tmp_path / "a.parquet", tmp_path / "bad.csv"])
     with pytest.raises(ValueError, match="repeats columns"):
         merge_score_tables([tmp_path / "a.parquet", tmp_path / "a.parquet"])
+
+
+def test_top_overlap():
+    from perinstance.robustness import top_overlap
+
+    a = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
+    assert top_overlap(a, a, 2) == 1.0
+    assert top_overlap(a, -a, 2) == 0.0
+    assert top_overlap(a, np.array([5.0, 1.0, 3.0, 2.0, 4.0]), 2) == 0.5
+
+
+def test_robustness_table_recomputes_variants_from_stored_norms(tiny_privacy):
+    from perinstance.robustness import robustness_table
+
+    config, runs = tiny_privacy
+    table = robustness_table(config, runs, betas=[config["privacy"]["beta"], 50.0], orders=[2.0, 8.0])
+    variants = set(zip(table["factor"], table["variant"]))
+    # the configured beta and alpha are the reference itself and are skipped
+    assert ("accounting beta", "beta=50") in variants and ("accounting beta", "beta=200") not in variants
+    assert ("Renyi order", "alpha=8") in variants and ("Renyi order", "alpha=2") not in variants
+    assert {("checkpoints", "step 0 included"), ("seeds", "seed 0 vs seed 1"), ("estimator", "online")} <= variants
+    assert table["spearman"].between(-1, 1).all() and table["top_m_overlap"].between(0, 1).all()
+    # privacy_tables' mean and per-seed columns agree with the reference the table compares against
+    privacy = privacy_tables(config, runs)["privacy"]
+    from scipy.stats import spearmanr
+    seeds = table[table["factor"] == "seeds"].iloc[0]
+    assert seeds["spearman"] == pytest.approx(spearmanr(privacy["privacy_loss_seed0"], privacy["privacy_loss_seed1"])[0])
+    online = table[table["factor"] == "estimator"].iloc[0]
+    assert online["spearman"] == pytest.approx(spearmanr(privacy["privacy_loss_online"], privacy["privacy_loss"])[0])

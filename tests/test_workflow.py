@@ -39,6 +39,9 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
                 if len(line.split()) == 2 and line.split()[1].isdigit())
     assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == "8"
     assert jobs["figure_steps"] == "3"
+    assert jobs["spawned_oracle"] == jobs["barrier"] == "5"  # one per privacy-loss group
+    for single in ("robustness", "figure_barriers", "figure_robustness"):
+        assert jobs[single] == "1", single
     for single in ("privacy_loss", "proxies", "scores", "correlations", "groups", "steps",
                    "figure_training", "figure_privacy", "figure_proxies"):
         assert jobs[single] == "1", single
@@ -61,7 +64,7 @@ def test_tiny_workflow_end_to_end(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figure_dir = tmp_path / "figures/test"
     for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
-                   "F5_hard_groups"):
+                   "F5_hard_groups", "F6_loss_barriers", "F7_robustness"):
         for suffix in ("png", "pdf", "csv"):
             assert (figure_dir / f"{figure}.{suffix}").stat().st_size > 0
     scores = pd.read_parquet(tmp_path / "results/test/scores.parquet")
@@ -74,6 +77,8 @@ def test_tiny_workflow_end_to_end(tmp_path):
     # test.yaml: low, high, top1 x (finetune, sgld) + el2n-high x finetune, one seed each
     assert len(steps) == 7 and set(steps["method"]) == {"finetune", "sgld"}
     assert steps["steps"].between(0, 40).all() and steps["censored"].isin([True, False]).all()
+    barriers = pd.read_csv(tmp_path / "results/test/barriers/barriers.csv")
+    assert set(barriers["pair"]) == {"unlearned_finetune", "spawned_oracle"} and (barriers["barrier"] >= 0).all()
     table = pd.read_csv(figure_dir / "F0_training.csv")
     assert sorted(table["seed"].unique()) == [0, 1]
     assert set(table["split"]) == {"train", "test"}

@@ -202,6 +202,67 @@ def cmd_figure_steps(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
+def cmd_robustness(args: argparse.Namespace) -> None:
+    from . import io
+    from .config import load_config
+    from .robustness import robustness_table
+
+    config = load_config(args.config)
+    if len(args.runs) != len(args.norms):
+        raise ValueError("--runs and --norms must list the same seeds in the same order")
+    runs = [(_seed_of(run), run, norms) for run, norms in zip(args.runs, args.norms)]
+    table = robustness_table(config, runs, betas=config["privacy"]["robustness_betas"],
+                             orders=config["privacy"]["robustness_orders"])
+    out = io.save_table(table, args.out)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def cmd_figure_robustness(args: argparse.Namespace) -> None:
+    from . import io
+    from .config import load_config
+    from .figures import plot_robustness
+
+    config = load_config(args.config)
+    written = plot_robustness(io.load_table(args.table), args.out, title=config["experiment"])
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def cmd_spawned_oracle(args: argparse.Namespace) -> None:
+    from .config import load_config
+    from .retrain import run_spawned_oracle
+
+    config = load_config(args.config)
+    _threads(args.threads or config["threads"])
+    out = run_spawned_oracle(config, args.score, args.group, args.groups, args.original, args.out,
+                             progress=not args.no_progress)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def cmd_barrier(args: argparse.Namespace) -> None:
+    from .barrier import run_barrier_job
+    from .config import load_config
+
+    config = load_config(args.config)
+    _threads(args.threads or config["threads"])
+    endpoints = dict(item.split("=", 1) for item in args.endpoint)
+    run_barrier_job(config, args.score, args.group, args.groups, args.original, endpoints, args.out)
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+def cmd_figure_barriers(args: argparse.Namespace) -> None:
+    from . import io
+    from .barrier import barrier_tables
+    from .config import load_config
+    from .figures import plot_barriers
+
+    config = load_config(args.config)
+    tables = barrier_tables(args.paths, io.load_table(args.scores))
+    io.save_table(tables["examples"], args.examples_out)
+    written = plot_barriers(tables["examples"], tables["curves"], tables["summary"], args.out,
+                            title=config["experiment"])
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perinstance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -322,6 +383,49 @@ def build_parser() -> argparse.ArgumentParser:
     figs.add_argument("--curves", required=True)
     figs.add_argument("--out", required=True)
     figs.set_defaults(func=cmd_figure_steps)
+
+    rob = sub.add_parser("robustness", help="rank stability of P across beta, alpha, checkpoints, seeds, estimator")
+    rob.add_argument("--config", required=True)
+    rob.add_argument("--runs", nargs="+", required=True)
+    rob.add_argument("--norms", nargs="+", required=True)
+    rob.add_argument("--out", required=True)
+    rob.set_defaults(func=cmd_robustness)
+
+    fig7 = sub.add_parser("figure-robustness", help="F7: rank stability of the privacy-loss ranking")
+    fig7.add_argument("--config", required=True)
+    fig7.add_argument("--table", required=True)
+    fig7.add_argument("--out", required=True)
+    fig7.set_defaults(func=cmd_figure_robustness)
+
+    spawn = sub.add_parser("spawned-oracle", help="oracle spawned from the original's early checkpoint, trained on D minus G")
+    spawn.add_argument("--config", required=True)
+    spawn.add_argument("--groups", required=True)
+    spawn.add_argument("--score", required=True)
+    spawn.add_argument("--group", required=True)
+    spawn.add_argument("--original", required=True, help="training run directory of the original model")
+    spawn.add_argument("--out", required=True, help="weights (.pt)")
+    spawn.add_argument("--threads", type=int, default=None)
+    spawn.add_argument("--no-progress", action="store_true")
+    spawn.set_defaults(func=cmd_spawned_oracle)
+
+    bar = sub.add_parser("barrier", help="per-example loss along linear paths from the original model")
+    bar.add_argument("--config", required=True)
+    bar.add_argument("--groups", required=True)
+    bar.add_argument("--score", required=True)
+    bar.add_argument("--group", required=True)
+    bar.add_argument("--original", required=True, help="weights of the original model")
+    bar.add_argument("--endpoint", nargs="+", required=True, help="NAME=weights.pt of each far endpoint")
+    bar.add_argument("--out", required=True)
+    bar.add_argument("--threads", type=int, default=None)
+    bar.set_defaults(func=cmd_barrier)
+
+    fig6 = sub.add_parser("figure-barriers", help="F6: loss barriers per group and vs privacy loss")
+    fig6.add_argument("--config", required=True)
+    fig6.add_argument("--paths", nargs="+", required=True, help="barrier path tables of every group")
+    fig6.add_argument("--scores", required=True)
+    fig6.add_argument("--examples-out", required=True, help="per-example barrier table")
+    fig6.add_argument("--out", required=True)
+    fig6.set_defaults(func=cmd_figure_barriers)
 
     fig4 = sub.add_parser("figure-proxies", help="F4: correlation heatmap and scatter plots")
     fig4.add_argument("--config", required=True)

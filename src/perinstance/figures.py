@@ -231,3 +231,54 @@ def plot_hard_groups(steps: pd.DataFrame, summary: pd.DataFrame, method: str, pn
     fig.tight_layout()
     table = summary[(summary["method"] == method) & ((summary["group"] == "high") | (summary["score"] == "random"))]
     return save_figure(fig, table, png_path)
+
+
+def plot_robustness(table: pd.DataFrame, png_path: str | Path, *, title: str = "") -> list[Path]:
+    """F7: Spearman rho and top-m overlap of each variant's privacy-loss ranking with the reference."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    table = table.copy()
+    table["label"] = table["factor"] + ": " + table["variant"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.38 * len(table) + 1.8), sharey=True)
+    for ax, column, xlabel in ((axes[0], "spearman", "Spearman ρ with the reference ranking"),
+                               (axes[1], "top_m_overlap", f"top-m overlap (m = {int(table['m'].iloc[0])})")):
+        sns.barplot(data=table, y="label", x=column, hue="factor", dodge=False, ax=ax, legend=False)
+        for patch, value in zip(ax.patches, table[column]):
+            ax.text(min(value, 1.0) + 0.01, patch.get_y() + patch.get_height() / 2, f"{value:.2f}", va="center", fontsize=8)
+        ax.set_xlim(0, 1.1)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("")
+    fig.suptitle(f"{title} F7: robustness of the privacy-loss ranking".strip())
+    fig.tight_layout()
+    return save_figure(fig, table.drop(columns="label"), png_path)
+
+
+def plot_barriers(examples: pd.DataFrame, curves: pd.DataFrame, summary: pd.DataFrame, png_path: str | Path, *,
+                  title: str = "") -> list[Path]:
+    """F6: mean loss excess over the straight line along lambda per group, and barrier vs privacy loss."""
+    sns.set_theme(style="whitegrid", context="notebook")
+    pairs = sorted(curves["pair"].unique())
+    order = (examples.groupby("group")["privacy_loss"].mean().sort_values().index.tolist())
+    palette = dict(zip(order, sns.color_palette("viridis", len(order))))
+    fig, axes = plt.subplots(2, len(pairs), figsize=(5.2 * len(pairs), 8.4), squeeze=False)
+    for k, pair in enumerate(pairs):
+        ax = axes[0, k]
+        part = curves[curves["pair"] == pair]
+        for group in order:
+            g = part[part["group"] == group]
+            ax.plot(g["lambda"], g["excess"], color=palette[group], label=group)
+        ax.set_title(f"original → {pair}")
+        ax.set_xlabel("λ")
+        ax.set_ylabel("mean loss above the straight line" if k == 0 else "")
+        ax.legend(fontsize=7, title="group (by P)", title_fontsize=8)
+        ax = axes[1, k]
+        part = examples[examples["pair"] == pair]
+        sns.scatterplot(data=part, x="privacy_loss", y="barrier", hue="group", hue_order=order, palette=palette,
+                        s=14, alpha=0.7, linewidth=0, ax=ax, legend=False)
+        ax.set_xscale("log")
+        rho = summary[summary["pair"] == pair]["spearman_barrier_privacy"].iloc[0]
+        ax.set_title(f"Spearman ρ(barrier, P) = {rho:.2f}  (n = {len(part)})", fontsize=10)
+        ax.set_xlabel("P(x, α)")
+        ax.set_ylabel("loss barrier" if k == 0 else "")
+    fig.suptitle(f"{title} F6: loss barriers along linear paths".strip())
+    fig.tight_layout()
+    return save_figure(fig, summary, png_path)

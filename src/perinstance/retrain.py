@@ -134,3 +134,37 @@ def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, grou
                 forget_correct=f["correct"], test_losses=t["losses"], test_correct=t["correct"])
     discard_run(run_dir)
     return Path(eval_out)
+
+
+def run_spawned_oracle(config: dict[str, Any], score: str, group: str, groups_csv: str | Path,
+                       original_run: str | Path, model_out: str | Path, *, progress: bool = True) -> Path:
+    """Oracle spawned from the original's checkpoint at epoch `barrier.spawn_epoch`, trained on D minus G.
+
+    It shares the original's early trajectory, so both endpoints of the barrier path sit in one basin.
+    """
+    from . import io
+    from .plan import oracle_seed
+    from .scores import group_members, rows_of
+    from .training import load_checkpoint_index
+
+    spawn_epoch = config["barrier"]["spawn_epoch"]
+    epochs = config["training"]["epochs"]
+    if not 0 <= spawn_epoch < epochs:
+        raise ValueError(f"config key 'barrier.spawn_epoch' must be in [0, training.epochs), got {spawn_epoch}")
+    original_run = Path(original_run)
+    index = load_checkpoint_index(original_run)
+    at = index[np.isclose(index["epoch"], spawn_epoch)]
+    if at.empty:
+        raise ValueError(f"run {original_run} has no checkpoint at epoch {spawn_epoch} (config key barrier.spawn_epoch; "
+                         "training.checkpoints.every_epochs must divide it)")
+    dataset = load_dataset(**config["dataset"])
+    rows = rows_of(dataset.train.index.numpy(), group_members(io.load_table(groups_csv), score, group))
+    keep = np.ones(len(dataset.train), dtype=bool)
+    keep[rows] = False
+    run_dir = Path(model_out).with_suffix(".run")
+    train_run(lean_config(config, epochs - spawn_epoch), oracle_seed(0), run_dir, progress=progress,
+              dataset=subset_dataset(dataset, keep),
+              init_state=io.load_state_dict(original_run / at["file"].iloc[0]))
+    shutil.copyfile(run_dir / "model.pt", model_out)
+    discard_run(run_dir)
+    return Path(model_out)

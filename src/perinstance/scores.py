@@ -253,7 +253,8 @@ def forget_groups(config: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
     for group in comparison_groups(config):
         if group.score == "random":
             continue
-        high = build_groups(scores, group.score, kinds=["high"], **common)
+        # a holdout C-score is undefined for the few examples no holdout model left out
+        high = build_groups(scores.dropna(subset=[group.score]), group.score, kinds=["high"], **common)
         frames.append(high.assign(ranks="high"))
     if spec["random_groups"]:
         frames.append(random_groups(scores, size=spec["size"], count=spec["random_groups"], seed=spec["seed"],

@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from . import io
 from .data import Dataset, Split, load_dataset
 from .models import build_model
-from .pergrad import per_example_grad_norms
+from .pergrad import loss_backward_with_norms
 
 RESUME_FILE = "resume.pt"
 
@@ -214,11 +214,13 @@ def _history_row(model, dataset: Dataset, epoch: int, step: int, batch_size: int
 
 
 def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progress: bool = True,
-              dataset: Dataset | None = None, stop_after_epoch: int | None = None) -> Path:
+              dataset: Dataset | None = None, stop_after_epoch: int | None = None,
+              init_state: dict[str, torch.Tensor] | None = None) -> Path:
     """Train one original model and publish its run directory at `out_dir`.
 
     `config` must be validated (perinstance.config). `stop_after_epoch` simulates an
     interruption (tests): the run stops after that epoch, leaving only its resume state.
+    `init_state` starts from given weights instead of the seed's initialization (spawned runs).
     """
     out_dir = Path(out_dir)
     work = io.partial_dir(out_dir)
@@ -233,7 +235,10 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
     save_at = set(checkpoint_steps(training["checkpoints"], spe, training["epochs"]))
     el2n_epoch = early_epoch(training)
 
-    model = _initial_model(config, dataset, seed).to(device)
+    model = _initial_model(config, dataset, seed)
+    if init_state is not None:
+        model.load_state_dict(init_state)
+    model = model.to(device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=training["lr"], momentum=training["momentum"],
         weight_decay=training["weight_decay"],
@@ -283,16 +288,19 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
             if len(batch) == 0:  # an empty Poisson batch is a pure noise / weight-decay step
                 norms, logits, losses = None, torch.empty(0, dataset.num_classes, device=device), torch.empty(0)
                 loss = sum(p.sum() * 0.0 for p in model.parameters())
-            else:
-                norms = per_example_grad_norms(model, xb, yb) if record_norms else None
-                model.train()
+            elif not record_norms:
+                norms = None
                 logits = model(xb)
                 losses = F.cross_entropy(logits, yb, reduction="none")
                 loss = losses.mean()
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if record_norms and len(batch) > 0:
+                # The mean-loss backward of the step also yields each example's gradient norm.
+                logits, losses, norms = loss_backward_with_norms(model, xb, yb)
+            else:
+                loss.backward()
             optimizer.step()
             if sgld_std:
                 std = math.sqrt(2.0 * lr / training["sgld_beta"])

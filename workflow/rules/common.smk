@@ -101,8 +101,16 @@ def unlearn_output(job, kind):
     return {"curve": f"{stem}.csv", "final": f"{stem}_final.npz"}[kind]
 
 
+BARRIER_METHODS = [m for m in config["barrier"]["methods"] if m in config["unlearning"]["methods"]]
+
+
+def barrier_unlearned_models(wildcards):
+    stem = f"{RESULTS}/unlearn/{{method}}/{wildcards.score}/{wildcards.group}/seed0.pt"
+    return [stem.format(method=m) for m in BARRIER_METHODS]
+
+
 def figure_targets():
-    names = ["F0_training", "F1_privacy_loss", "F4_proxy_correlation"]
+    names = ["F0_training", "F1_privacy_loss", "F4_proxy_correlation", "F6_loss_barriers", "F7_robustness"]
     methods = set(config["unlearning"]["methods"])
     if "sgld" in methods:
         names.append("F2_steps_sgld")

@@ -112,3 +112,54 @@ rule figure_steps:
         "{params.cli} figure-steps --config {params.config_file} --kind {params.kind} --methods {params.methods}"
         " --figure {params.label:q} --steps {input.steps} --summary {input.summary} --curves {input.curves}"
         " --out {output.png} > {log} 2>&1"
+
+
+rule figure_robustness:
+    """F7: robustness of the privacy-loss ranking."""
+    input:
+        table=f"{RESULTS}/privacy/robustness.csv",
+    output:
+        png=report(f"{FIGURES}/F7_robustness.png", caption="../report/F7_robustness.rst", category="Privacy"),
+        pdf=f"{FIGURES}/F7_robustness.pdf",
+        csv=f"{FIGURES}/F7_robustness.csv",
+    log:
+        f"{LOGS}/figures/F7_robustness.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/F7_robustness.tsv"
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        "{params.cli} figure-robustness --config {params.config_file} --table {input.table} --out {output.png} > {log} 2>&1"
+
+
+rule figure_barriers:
+    """F6: loss barriers per privacy-loss group and barrier height vs privacy loss."""
+    input:
+        paths=[f"{RESULTS}/barriers/{g.score}/{g.group}.parquet" for g in plan.privacy_groups(config)],
+        scores=f"{RESULTS}/scores.parquet",
+    output:
+        png=report(f"{FIGURES}/F6_loss_barriers.png", caption="../report/F6_loss_barriers.rst", category="Barriers"),
+        pdf=f"{FIGURES}/F6_loss_barriers.pdf",
+        csv=f"{FIGURES}/F6_loss_barriers.csv",
+        examples=f"{RESULTS}/barriers/barriers.csv",
+    log:
+        f"{LOGS}/figures/F6_loss_barriers.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/F6_loss_barriers.tsv"
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        "{params.cli} figure-barriers --config {params.config_file} --paths {input.paths} --scores {input.scores}"
+        " --examples-out {output.examples} --out {output.png} > {log} 2>&1"

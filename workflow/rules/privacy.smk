@@ -70,3 +70,28 @@ rule scores:
         "../../envs/torch.yaml"
     shell:
         "{params.cli} scores --tables {input.tables} --out {output.scores} > {log} 2>&1"
+
+
+rule robustness:
+    """Rank stability of P across accounting beta, Renyi order, checkpoint schedule, seeds, estimator."""
+    input:
+        runs=expand(f"{RESULTS}/train/seed{{seed}}", seed=SEEDS),
+        norms=expand(f"{RESULTS}/privacy/seed{{seed}}/norms.npz", seed=SEEDS),
+    output:
+        table=f"{RESULTS}/privacy/robustness.csv",
+    log:
+        f"{LOGS}/privacy/robustness.log",
+    benchmark:
+        f"{BENCHMARKS}/privacy/robustness.tsv"
+    params:
+        config_file=CONFIG_FILE,
+        cli=CLI,
+        digest=config_digest("privacy", "groups"),
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{params.cli} robustness --config {params.config_file} --runs {input.runs} --norms {input.norms}"
+        " --out {output.table} > {log} 2>&1"
