@@ -35,8 +35,7 @@ def test_lint_is_clean(tmp_path):
 def test_dry_run_lists_one_train_job_per_seed(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    jobs = dict(line.split()[:2] for line in result.stdout.splitlines()
-                if len(line.split()) == 2 and line.split()[1].isdigit())
+    jobs = {k: str(v) for k, v in _job_counts(result.stdout).items()}
     assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == "8"
     assert jobs["figure_steps"] == "3"
     assert jobs["spawned_oracle"] == jobs["barrier"] == "5"  # one per privacy-loss group
@@ -49,6 +48,24 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
     assert jobs["oracle"] == "30"
     # 5 privacy groups x 3 methods x 2 seeds + 5 comparison groups x finetune x 2 seeds
     assert jobs["unlearn"] == "40"
+
+
+def _job_counts(stdout: str) -> dict[str, int]:
+    return {line.split()[0]: int(line.split()[1]) for line in stdout.splitlines()
+            if len(line.split()) == 2 and line.split()[1].isdigit()}
+
+
+@pytest.mark.parametrize("name, seeds", [("paper-cifar10", 5), ("paper-svhn", 5)])
+def test_paper_configs_dry_run(tmp_path, name, seeds):
+    result = snakemake("-n", "--configfile", str(REPO / f"workflow/configs/{name}.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _job_counts(result.stdout)
+    assert jobs["train"] == jobs["grad_norms"] == seeds and jobs["holdout"] == 16
+    # 6 privacy-loss groups (low, mid, high, top1-3) + 4 proxies' high + 2 random, 8 oracles each
+    assert jobs["oracle"] == 12 * 8
+    # 6 privacy groups x 3 methods x 3 seeds + 6 comparison groups x finetune x 3 seeds
+    assert jobs["unlearn"] == 6 * 3 * 3 + 6 * 3
+    assert jobs["spawned_oracle"] == jobs["barrier"] == 6
 
 
 def test_bad_config_fails_before_running(tmp_path):
@@ -87,6 +104,13 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert (run / "model.pt").is_file() and (run / "dynamics.npz").is_file()
         assert (tmp_path / f"results/test/logs/train/seed{seed}.log").is_file()
         assert (tmp_path / f"results/test/benchmarks/train/seed{seed}.tsv").is_file()
+    # the HTML report holds every figure
+    report = snakemake("--configfile", str(TEST_CONFIG), "--report", "report.html", cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-3000:]
+    html = (tmp_path / "report.html").read_text(errors="replace")
+    for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
+                   "F5_hard_groups", "F6_loss_barriers", "F7_robustness"):
+        assert f"{figure}.png" in html, figure
     # a rerun finds everything complete and does nothing
     again = snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert again.returncode == 0
