@@ -15,7 +15,7 @@ rule spawned_oracle:
         digest=config_digest("training", "barrier"),
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=60,
     conda:
         "../../envs/torch.yaml"
@@ -47,7 +47,7 @@ rule barrier:
         digest=config_digest("barrier"),
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=30,
     conda:
         "../../envs/torch.yaml"

@@ -14,7 +14,7 @@ rule grad_norms:
         digest=config_digest("dataset", "model", "device"),
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=60,
     conda:
         "../../envs/torch.yaml"
@@ -42,7 +42,7 @@ rule privacy_loss:
         out_dir=lambda wildcards, output: os.path.dirname(output.table),
         digest=config_digest("privacy"),
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=30,
     conda:
         "../../envs/torch.yaml"
@@ -88,7 +88,7 @@ rule robustness:
         cli=CLI,
         digest=config_digest("privacy", "groups"),
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=30,
     conda:
         "../../envs/torch.yaml"

@@ -12,7 +12,7 @@ rule holdout:
         digest=config_digest("dataset", "model", "training", "device", "proxies"),
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=60,
     conda:
         "../../envs/torch.yaml"
@@ -39,7 +39,7 @@ rule proxies:
         holdout=lambda wildcards, input: f"--holdout {input.holdout}" if input.holdout else "",
         digest=config_digest("proxies"),
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=30,
     conda:
         "../../envs/torch.yaml"

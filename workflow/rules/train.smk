@@ -12,7 +12,7 @@ rule train:
         digest=config_digest("dataset", "model", "training", "device"),
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=60,
     conda:
         "../../envs/torch.yaml"

@@ -38,7 +38,7 @@ rule oracle:
         digest=config_digest("dataset", "model", "training", "device"),
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=60,
     conda:
         "../../envs/torch.yaml"
@@ -69,7 +69,7 @@ rule unlearn:
         digest=config_digest("unlearning", "oracles"),
     threads: config["threads"]
     resources:
-        mem_mb=4000,
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
         runtime=60,
     conda:
         "../../envs/torch.yaml"
