@@ -263,176 +263,88 @@ def cmd_figure_barriers(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
+def _required(flag: str, **kwargs) -> tuple[str, dict]:
+    return flag, {"required": True, **kwargs}
+
+
+def _many(flag: str, **kwargs) -> tuple[str, dict]:
+    return flag, {"required": True, "nargs": "+", **kwargs}
+
+
+# name -> (handler, help, compute job (threads + progress), arguments besides --config)
+COMMANDS = {
+    "train": (cmd_train, "train one original model and record its training dynamics", True, [
+        _required("--seed", type=int), _required("--out", help="run directory to publish")]),
+    "figure-training": (cmd_figure_training, "F0: training curves of the original models", False, [
+        _many("--runs", help="run directories named seed<N>"),
+        _required("--out", help="PNG path; .pdf and .csv are written beside it")]),
+    "grad-norms": (cmd_grad_norms, "per-example gradient norms of the training set at every checkpoint", True, [
+        _required("--run", help="training run directory"), _required("--out", help="norms.npz to write")]),
+    "privacy-loss": (cmd_privacy_loss, "per-instance privacy losses P(x, alpha) over seeds", False, [
+        _many("--runs", help="run directories named seed<N>"),
+        _many("--norms", help="norms.npz of the same runs, same order"), _required("--out-dir")]),
+    "robustness": (cmd_robustness, "rank stability of P across beta, alpha, checkpoints, seeds, estimator", False, [
+        _many("--runs"), _many("--norms"), _required("--out")]),
+    "holdout": (cmd_holdout, "train one C-score holdout model, save its predictions on D", True, [
+        _required("--model-id", type=int), _required("--out", help="npz with trained_on, prob_true, train_index")]),
+    "proxies": (cmd_proxies, "difficulty proxies (EL2N, forgetting events, learning speed, C-scores)", False, [
+        _many("--runs", help="training run directories"),
+        ("--holdout", {"nargs": "*", "default": [], "help": "holdout prediction npz files"}), _required("--out")]),
+    "correlations": (cmd_correlations, "Spearman / Kendall between privacy loss and proxies", False, [
+        _required("--scores"), _required("--out")]),
+    "groups": (cmd_groups, "forget groups from the scores table", False, [_required("--scores"), _required("--out")]),
+    "oracle": (cmd_oracle, "retrain one oracle from scratch on D minus a forget group", True, [
+        _required("--groups", help="groups.csv"), _required("--score"), _required("--group"),
+        _required("--oracle", type=int, help="oracle number r (seed offset)"), _required("--model-out"),
+        _required("--out", help="evaluation npz")]),
+    "unlearn": (cmd_unlearn, "one unlearning run (method, group, seed) from the original model", True, [
+        _required("--groups"), _required("--method"), _required("--score"), _required("--group"),
+        _required("--seed", type=int), _required("--original", help="training run directory of the original model"),
+        _many("--oracles", help="oracle evaluation npz files of this group"), _required("--curve"),
+        _required("--examples"), _required("--final"), _required("--model-out")]),
+    "steps": (cmd_steps, "steps-to-unlearn table and per-group summary", False, [
+        _many("--curves"), _many("--finals"), _many("--oracles"), _required("--scores"), _required("--groups"),
+        _required("--out", help="steps.csv"), _required("--summary"),
+        _required("--curves-out", help="all unlearning curves with their oracle bands")]),
+    "spawned-oracle": (cmd_spawned_oracle, "oracle spawned from the original's early checkpoint, trained on D minus G",
+                       True, [_required("--groups"), _required("--score"), _required("--group"),
+                              _required("--original", help="training run directory of the original model"),
+                              _required("--out", help="weights (.pt)")]),
+    "barrier": (cmd_barrier, "per-example loss along linear paths from the original model", True, [
+        _required("--groups"), _required("--score"), _required("--group"),
+        _required("--original", help="weights of the original model"),
+        _many("--endpoint", help="NAME=weights.pt of each far endpoint"), _required("--out")]),
+    "figure-privacy": (cmd_figure_privacy, "F1: privacy-loss distribution and extreme examples", False, [
+        _required("--scores"), _required("--out")]),
+    "figure-proxies": (cmd_figure_proxies, "F4: correlation heatmap and scatter plots", False, [
+        _required("--scores"), _required("--correlations"), _required("--out")]),
+    "figure-steps": (cmd_figure_steps, "F2 / F3 (steps vs privacy-loss group) and F5 (hard groups)", False, [
+        ("--kind", {"choices": ["privacy-groups", "hard-groups"], "default": "privacy-groups"}),
+        ("--methods", {"nargs": "*", "default": []}),
+        ("--figure", {"default": "", "help": "figure label in the title"}),
+        _required("--steps"), _required("--summary"), _required("--curves"), _required("--out")]),
+    "figure-barriers": (cmd_figure_barriers, "F6: loss barriers per group and vs privacy loss", False, [
+        _many("--paths", help="barrier path tables of every group"), _required("--scores"),
+        _required("--examples-out", help="per-example barrier table"), _required("--out")]),
+    "figure-robustness": (cmd_figure_robustness, "F7: rank stability of the privacy-loss ranking", False, [
+        _required("--table"), _required("--out")]),
+}
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="perinstance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-
-    train = sub.add_parser("train", help="train one original model and record its training dynamics")
-    train.add_argument("--config", required=True, help="experiment config (YAML)")
-    train.add_argument("--seed", type=int, required=True)
-    train.add_argument("--out", required=True, help="run directory to publish")
-    train.add_argument("--threads", type=int, default=None, help="CPU threads (default: config key threads)")
-    train.add_argument("--no-progress", action="store_true", help="no progress bar")
-    train.set_defaults(func=cmd_train)
-
-    fig = sub.add_parser("figure-training", help="F0: training curves of the original models")
-    fig.add_argument("--config", required=True)
-    fig.add_argument("--runs", nargs="+", required=True, help="run directories named seed<N>")
-    fig.add_argument("--out", required=True, help="PNG path; .pdf and .csv are written beside it")
-    fig.set_defaults(func=cmd_figure_training)
-    norms = sub.add_parser("grad-norms", help="per-example gradient norms of the training set at every checkpoint")
-    norms.add_argument("--config", required=True)
-    norms.add_argument("--run", required=True, help="training run directory")
-    norms.add_argument("--out", required=True, help="norms.npz to write")
-    norms.add_argument("--threads", type=int, default=None)
-    norms.add_argument("--no-progress", action="store_true")
-    norms.set_defaults(func=cmd_grad_norms)
-
-    privacy = sub.add_parser("privacy-loss", help="per-instance privacy losses P(x, alpha) over seeds")
-    privacy.add_argument("--config", required=True)
-    privacy.add_argument("--runs", nargs="+", required=True, help="run directories named seed<N>")
-    privacy.add_argument("--norms", nargs="+", required=True, help="norms.npz of the same runs, same order")
-    privacy.add_argument("--out-dir", required=True)
-    privacy.set_defaults(func=cmd_privacy_loss)
-
-    holdout = sub.add_parser("holdout", help="train one C-score holdout model, save its predictions on D")
-    holdout.add_argument("--config", required=True)
-    holdout.add_argument("--model-id", type=int, required=True)
-    holdout.add_argument("--out", required=True, help="npz with trained_on, prob_true, train_index")
-    holdout.add_argument("--threads", type=int, default=None)
-    holdout.add_argument("--no-progress", action="store_true")
-    holdout.set_defaults(func=cmd_holdout)
-
-    prox = sub.add_parser("proxies", help="difficulty proxies table (EL2N, forgetting events, learning speed, C-score)")
-    prox.add_argument("--config", required=True)
-    prox.add_argument("--runs", nargs="+", required=True, help="training run directories")
-    prox.add_argument("--holdout", nargs="*", default=[], help="holdout prediction npz files")
-    prox.add_argument("--out", required=True)
-    prox.set_defaults(func=cmd_proxies)
-
-    corr = sub.add_parser("correlations", help="Spearman / Kendall between privacy loss and proxies")
-    corr.add_argument("--config", required=True)
-    corr.add_argument("--scores", required=True)
-    corr.add_argument("--out", required=True)
-    corr.set_defaults(func=cmd_correlations)
-
     scores = sub.add_parser("scores", help="merge per-example tables into scores.parquet")
     scores.add_argument("--tables", nargs="+", required=True)
     scores.add_argument("--out", required=True)
     scores.set_defaults(func=cmd_scores)
-
-    fig1 = sub.add_parser("figure-privacy", help="F1: privacy-loss distribution and extreme examples")
-    fig1.add_argument("--config", required=True)
-    fig1.add_argument("--scores", required=True)
-    fig1.add_argument("--out", required=True)
-    fig1.set_defaults(func=cmd_figure_privacy)
-    groups = sub.add_parser("groups", help="forget groups from the scores table")
-    groups.add_argument("--config", required=True)
-    groups.add_argument("--scores", required=True)
-    groups.add_argument("--out", required=True)
-    groups.set_defaults(func=cmd_groups)
-
-    oracle = sub.add_parser("oracle", help="retrain one oracle from scratch on D minus a forget group")
-    oracle.add_argument("--config", required=True)
-    oracle.add_argument("--groups", required=True, help="groups.csv")
-    oracle.add_argument("--score", required=True)
-    oracle.add_argument("--group", required=True)
-    oracle.add_argument("--oracle", type=int, required=True, help="oracle number r (seed offset)")
-    oracle.add_argument("--model-out", required=True)
-    oracle.add_argument("--out", required=True, help="evaluation npz")
-    oracle.add_argument("--threads", type=int, default=None)
-    oracle.add_argument("--no-progress", action="store_true")
-    oracle.set_defaults(func=cmd_oracle)
-
-    unl = sub.add_parser("unlearn", help="one unlearning run (method, group, seed) from the original model")
-    unl.add_argument("--config", required=True)
-    unl.add_argument("--groups", required=True)
-    unl.add_argument("--method", required=True)
-    unl.add_argument("--score", required=True)
-    unl.add_argument("--group", required=True)
-    unl.add_argument("--seed", type=int, required=True)
-    unl.add_argument("--original", required=True, help="training run directory of the original model")
-    unl.add_argument("--oracles", nargs="+", required=True, help="oracle evaluation npz files of this group")
-    unl.add_argument("--curve", required=True)
-    unl.add_argument("--examples", required=True)
-    unl.add_argument("--final", required=True)
-    unl.add_argument("--model-out", required=True)
-    unl.add_argument("--threads", type=int, default=None)
-    unl.add_argument("--no-progress", action="store_true")
-    unl.set_defaults(func=cmd_unlearn)
-
-    steps = sub.add_parser("steps", help="steps-to-unlearn table and per-group summary")
-    steps.add_argument("--config", required=True)
-    steps.add_argument("--curves", nargs="+", required=True)
-    steps.add_argument("--finals", nargs="+", required=True)
-    steps.add_argument("--oracles", nargs="+", required=True)
-    steps.add_argument("--scores", required=True)
-    steps.add_argument("--groups", required=True)
-    steps.add_argument("--out", required=True, help="steps.csv")
-    steps.add_argument("--summary", required=True)
-    steps.add_argument("--curves-out", required=True, help="all unlearning curves with their oracle bands")
-    steps.set_defaults(func=cmd_steps)
-
-    figs = sub.add_parser("figure-steps", help="F2 / F3 (steps vs privacy-loss group) and F5 (hard groups)")
-    figs.add_argument("--config", required=True)
-    figs.add_argument("--kind", choices=["privacy-groups", "hard-groups"], default="privacy-groups")
-    figs.add_argument("--methods", nargs="*", default=[])
-    figs.add_argument("--figure", default="", help="figure label in the title, e.g. F2")
-    figs.add_argument("--steps", required=True)
-    figs.add_argument("--summary", required=True)
-    figs.add_argument("--curves", required=True)
-    figs.add_argument("--out", required=True)
-    figs.set_defaults(func=cmd_figure_steps)
-
-    rob = sub.add_parser("robustness", help="rank stability of P across beta, alpha, checkpoints, seeds, estimator")
-    rob.add_argument("--config", required=True)
-    rob.add_argument("--runs", nargs="+", required=True)
-    rob.add_argument("--norms", nargs="+", required=True)
-    rob.add_argument("--out", required=True)
-    rob.set_defaults(func=cmd_robustness)
-
-    fig7 = sub.add_parser("figure-robustness", help="F7: rank stability of the privacy-loss ranking")
-    fig7.add_argument("--config", required=True)
-    fig7.add_argument("--table", required=True)
-    fig7.add_argument("--out", required=True)
-    fig7.set_defaults(func=cmd_figure_robustness)
-
-    spawn = sub.add_parser("spawned-oracle", help="oracle spawned from the original's early checkpoint, trained on D minus G")
-    spawn.add_argument("--config", required=True)
-    spawn.add_argument("--groups", required=True)
-    spawn.add_argument("--score", required=True)
-    spawn.add_argument("--group", required=True)
-    spawn.add_argument("--original", required=True, help="training run directory of the original model")
-    spawn.add_argument("--out", required=True, help="weights (.pt)")
-    spawn.add_argument("--threads", type=int, default=None)
-    spawn.add_argument("--no-progress", action="store_true")
-    spawn.set_defaults(func=cmd_spawned_oracle)
-
-    bar = sub.add_parser("barrier", help="per-example loss along linear paths from the original model")
-    bar.add_argument("--config", required=True)
-    bar.add_argument("--groups", required=True)
-    bar.add_argument("--score", required=True)
-    bar.add_argument("--group", required=True)
-    bar.add_argument("--original", required=True, help="weights of the original model")
-    bar.add_argument("--endpoint", nargs="+", required=True, help="NAME=weights.pt of each far endpoint")
-    bar.add_argument("--out", required=True)
-    bar.add_argument("--threads", type=int, default=None)
-    bar.set_defaults(func=cmd_barrier)
-
-    fig6 = sub.add_parser("figure-barriers", help="F6: loss barriers per group and vs privacy loss")
-    fig6.add_argument("--config", required=True)
-    fig6.add_argument("--paths", nargs="+", required=True, help="barrier path tables of every group")
-    fig6.add_argument("--scores", required=True)
-    fig6.add_argument("--examples-out", required=True, help="per-example barrier table")
-    fig6.add_argument("--out", required=True)
-    fig6.set_defaults(func=cmd_figure_barriers)
-
-    fig4 = sub.add_parser("figure-proxies", help="F4: correlation heatmap and scatter plots")
-    fig4.add_argument("--config", required=True)
-    fig4.add_argument("--scores", required=True)
-    fig4.add_argument("--correlations", required=True)
-    fig4.add_argument("--out", required=True)
-    fig4.set_defaults(func=cmd_figure_proxies)
+    for name, (func, help_text, compute, arguments) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text)
+        command.add_argument("--config", required=True, help="experiment config (YAML)")
+        for flag, kwargs in arguments:
+            command.add_argument(flag, **kwargs)
+        if compute:
+            command.add_argument("--threads", type=int, default=None, help="CPU threads (default: config key threads)")
+            command.add_argument("--no-progress", action="store_true", help="no progress bar")
+        command.set_defaults(func=func)
     return parser
 
 
