@@ -8,7 +8,7 @@ BIN := $(abspath $(VENV))/bin
 # rules call `python -m perinstance`; the venv's bin first on PATH makes that this venv's python
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: install figures test report lint dry-run clean
+.PHONY: install figures test test-slurm report lint dry-run clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ report: figures
 
 test: install
 	$(RUN) python -m pytest
+
+test-slurm: install
+	$(RUN) PERINSTANCE_TEST_SLURM=1 python -m pytest -m slurm
 
 lint: install
 	$(RUN) snakemake --lint

@@ -10,7 +10,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 CONDA_TO_PYPI = {"pytorch": "torch", "matplotlib-base": "matplotlib", "seaborn-base": "seaborn"}
-NOT_IN_RULE_ENVS = {"snakemake"}  # runs the workflow; rules never import it
+NOT_IN_RULE_ENVS = {"snakemake", "snakemake-executor-plugin-slurm"}  # run the workflow; rules never import them
 
 
 def _name(requirement: str) -> str:

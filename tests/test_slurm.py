@@ -1,0 +1,114 @@
+"""Cluster profiles (workflow/profiles/) and a real SLURM run of the tiny config.
+
+The SLURM test brings up a one-node cluster on this machine (installing Debian's slurm-wlm and
+munge when missing, which needs root or passwordless sudo), runs the workflow through
+`--profile workflow/profiles/slurm` and compares the results with a local run; see
+workflow/scripts/slurm_local_cluster.sh. It runs when PERINSTANCE_TEST_SLURM=1 or CI=true.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "workflow/scripts/slurm_local_cluster.sh"
+PROFILES = REPO / "workflow/profiles"
+TEST_CONFIG = REPO / "workflow/configs/test.yaml"
+SLURM_ENABLED = os.environ.get("PERINSTANCE_TEST_SLURM") == "1" or os.environ.get("CI") == "true"
+SLURM_TIMEOUT = 1200  # whole script: apt-get install on a bare machine + both runs
+GPU_RULES = ("train", "holdout", "oracle", "spawned_oracle", "unlearn", "grad_norms", "barrier")
+
+
+def snakemake(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    if not (cwd / "config.yaml").exists():
+        (cwd / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+               "--directory", str(cwd), *args]
+    return subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})},
+                          capture_output=True, text=True, timeout=300)
+
+
+def job_resources(dry_run_output: str) -> dict[str, dict[str, str]]:
+    """rule -> resources of its first job, from `snakemake -n` output."""
+    resources = {}
+    for block in re.split(r"\n(?=rule \w+:)", dry_run_output):
+        rule = re.match(r"rule (\w+):", block)
+        line = re.search(r"^\s+resources: (.*)$", block, re.MULTILINE)
+        if rule and line and rule.group(1) not in resources:
+            resources[rule.group(1)] = dict(item.split("=", 1) for item in line.group(1).split(", "))
+    return resources
+
+
+def test_default_profile_dry_run(tmp_path):
+    result = snakemake("-n", "--profile", str(PROFILES / "default"), "--configfile", str(TEST_CONFIG),
+                       cwd=tmp_path)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Using profile" in result.stderr
+
+
+def test_slurm_profile_resources(tmp_path):
+    env = {"PERINSTANCE_SLURM_PARTITION": "gpu-part", "PERINSTANCE_SLURM_ACCOUNT": "lab42",
+           "PERINSTANCE_SLURM_GPUS": "1"}
+    result = snakemake("-n", "--profile", str(PROFILES / "slurm"), "--configfile", str(TEST_CONFIG),
+                       cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resources = job_resources(result.stdout)
+    train = resources["train"]
+    assert (train["mem_mb"], train["runtime"], train["gpu"]) == ("8000", "480", "1")  # attempt 1
+    assert train["cpus_per_task"] == str(yaml.safe_load(TEST_CONFIG.read_text())["threads"])
+    for rule, res in resources.items():
+        if rule == "all":
+            continue
+        assert res["slurm_partition"] == "gpu-part" and res["slurm_account"] == "lab42", rule
+        assert ("gpu" in res) == (rule in GPU_RULES), rule
+
+    # without the variables: no partition, account or GPU (the cluster's defaults)
+    plain = snakemake("-n", "--profile", str(PROFILES / "slurm"), "--configfile", str(TEST_CONFIG),
+                      cwd=tmp_path, env={key: "" for key in env})
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    for rule, res in job_resources(plain.stdout).items():
+        assert not {"gpu", "slurm_partition", "slurm_account"} & set(res), rule
+
+
+def test_slurm_profile_sizes_every_rule(tmp_path):
+    result = snakemake("--list-rules", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rules = {line.split()[0] for line in result.stdout.splitlines() if line.strip()} - {"all"}
+    text = (PROFILES / "slurm/profile.yaml").read_text()
+    listed = set(re.findall(r"^  (\w+):", text.split("\nset-resources:", 1)[1], re.MULTILINE))
+    missing = sorted(rules - listed)
+    assert not missing, f"add {missing} to set-resources in workflow/profiles/slurm/profile.yaml"
+
+
+@pytest.mark.slurm
+@pytest.mark.skipif(not SLURM_ENABLED, reason="set PERINSTANCE_TEST_SLURM=1 to run (CI=true does)")
+def test_tiny_workflow_on_slurm_equals_local_run(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "SNAKEMAKE_TIMEOUT": "600"}
+    start = time.monotonic()
+    process = subprocess.Popen(["bash", str(SCRIPT), str(tmp_path / "work")], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output, _ = process.communicate(timeout=SLURM_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # SIGTERM lets the script cancel its jobs and stop the daemons it started
+        process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+        pytest.fail(f"timed out after {SLURM_TIMEOUT} s:\n{output[-6000:]}")
+    elapsed = time.monotonic() - start
+    assert process.returncode == 0, output[-6000:]
+    assert re.search(r"SLURM run: \d+ jobs submitted, states: \d+ COMPLETED$", output, re.MULTILINE), output
+    assert "identical:" in output, output
+    print(f"SLURM end-to-end check took {elapsed:.0f} s")
