@@ -82,8 +82,9 @@ def seed_privacy(config: dict[str, Any], run_dir: str | Path, norms_path: str | 
                                           include_step0=settings["include_step0"], max_lr_levels=max_levels)
     checkpoint_norms = norms["norms"][:, used].astype(np.float64)
     checkpoint = per_instance_rdp(checkpoint_norms, groups, clip=settings["clip"], method=settings["method"], **common)
-    squared = (np.minimum(checkpoint_norms, settings["clip"] or np.inf) ** 2 * np.array(
-        [c.sum() for c in groups.counts])[None, :]).sum(axis=1)
+    clipped = np.minimum(checkpoint_norms, settings["clip"] if settings["clip"] is not None else np.inf)
+    steps_per_checkpoint = np.array([c.sum() for c in groups.counts])
+    squared = (clipped**2 * steps_per_checkpoint).sum(axis=1)  # sum over steps of g_t(x)^2
 
     spe = int(dynamics["steps_per_epoch"])
     epochs = len(dynamics["lr"]) // spe
