@@ -185,6 +185,18 @@ def test_loss_backward_with_norms_is_a_training_step(case, reuse):
     assert all(torch.equal(v, plain[k]) for k, v in model.state_dict().items())
 
 
+def test_loss_backward_with_norms_input_with_its_own_graph():
+    model, x, y = _case("resnet18")
+    scale = torch.tensor(1.5, requires_grad=True)  # e.g. a differentiable preprocessing step
+    F.cross_entropy(model(x * scale), y).backward()
+    expected = [p.grad for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    _, _, norms = loss_backward_with_norms(model, x * scale, y)
+    for p, g in zip(model.parameters(), expected):
+        assert _close_to_scale(p.grad, g)
+    assert _rel_err(norms, per_example_grad_norms_reference(model, x * scale.detach(), y)) < 1e-4
+
+
 @pytest.mark.parametrize("strategy", ["ghost", "unfold", "grouped"])
 def test_loss_backward_with_norms_every_form(strategy):
     model, x, y = _case("oddconv")
@@ -340,8 +352,22 @@ def test_bf16_autocast_is_close(device, case):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("case", CASES)
 def test_cuda_fp32_matches_reference(case):
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    model, x, y = _case(case)
-    model, x, y = model.cuda(), x.cuda(), y.cuda()
-    assert _rel_err(per_example_grad_norms_fast(model, x, y), per_example_grad_norms_reference(model, x, y)) < 1e-4
+    flags = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False  # exact fp32
+    try:
+        model, x, y = _case(case)
+        model, x, y = model.cuda(), x.cuda(), y.cuda()
+        reference = per_example_grad_norms_reference(model, x, y)
+        for strategy in ("auto", "ghost", "unfold", "grouped"):
+            fast = per_example_grad_norms_fast(model, x, y, strategy=strategy)
+            assert _rel_err(fast, reference) < 1e-4, strategy
+        F.cross_entropy(model(x), y).backward()
+        expected = [p.grad for p in model.parameters()]
+        model.zero_grad(set_to_none=True)
+        _, _, norms = loss_backward_with_norms(model, x, y)
+        assert _rel_err(norms, reference) < 1e-4
+        for p, g in zip(model.parameters(), expected):
+            if g is not None:
+                assert _close_to_scale(p.grad, g)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = flags

@@ -4,25 +4,29 @@
 to one of two engines that compute the same numbers:
 
 - ``"fast"`` (default): one forward and one backward pass per chunk. Forward hooks on every
-  parameterised module capture its input and output; the backward pass yields the gradient of
-  the summed loss with respect to each output, which for example i is the gradient of example
-  i's own loss. Each layer's per-example squared gradient norm then follows from (input,
-  output-gradient) without ever holding all per-example gradients:
-    Linear     ||a||^2 ||g||^2 for 2-D inputs (ghost norm); for sequences either the Gram form
-               <A A^T, G G^T> or g^T a per example, whichever costs fewer flops;
-    Conv2d     the same choice on the unfolded input (Gram matrices cost ~(HW)^2, the
-               materialised per-example kernel gradient ~ out*in*k*k*HW);
-    GroupNorm, LayerNorm (affine)   closed form: d/dbias = sum_s g, d/dweight = sum_s g * x_hat.
-  Any other module that owns trainable parameters, a module called twice in one forward, a
-  parameter shared between modules or an in-place edit of a captured tensor makes the fast
-  engine raise `UnsupportedModelError`; the dispatcher then falls back to the reference with a
-  warning.
+  module that owns trainable parameters capture its input and output; the backward of the
+  SUMMED loss yields the gradient w.r.t. each output, which for example i is the gradient of
+  example i's own loss. Each layer's per-example squared norm then follows from (input,
+  output gradient), reduced at once, never holding the whole model's per-example gradients:
+    Linear     ||a||^2 ||g||^2 for 2-D inputs (ghost norm); for sequence inputs the Gram form
+               <A A^T, G G^T> or the per-example g^T a, whichever costs fewer flops;
+    Conv2d     the same choice on the unfolded input: Gram matrices cost ~(HW)^2 per example,
+               the materialised per-example kernel gradient ~ out*in*k*k*HW. Materialising
+               uses unfold + batched matmul, or on CPU for wide layers one grouped
+               weight-gradient convolution (measured faster there; see bench/README.md);
+    GroupNorm, LayerNorm (affine)   closed form: d/dbias = sum_s g, d/dweight = sum_s g*x_hat.
+  A module type without a rule that owns trainable parameters, a parameter shared between
+  modules, a module that runs other than once per forward, or an in-place edit of a captured
+  tensor makes the fast engine raise `UnsupportedModelError`; the dispatcher then falls back
+  to the reference with a RuntimeWarning. The fast engine also assumes a parameter is used
+  only inside its own module's forward (true of every model in models.py).
 - ``"reference"``: torch.func (functional_call + vmap(grad)), readable and general; every fast
   path is tested against it.
 
 `loss_backward_with_norms` runs the same engine inside a training step: one forward and one
 backward of the mean loss, so that `.grad` is what the optimizer needs, with the in-batch
-per-example norms as a by-product.
+per-example norms as a by-product (and, by default, the batch gradients of layers whose
+per-example gradients were formed anyway taken from those instead of recomputed).
 """
 
 from __future__ import annotations
@@ -131,6 +135,7 @@ class _Record:
     output: torch.Tensor
     output_version: int
     form: str  # how the weight's per-example norm is computed, fixed at forward time
+    fed_by_leaf: bool  # the input carries no autograd graph (e.g. the model input)
     stats: tuple[torch.Tensor, torch.Tensor] | None = None  # GroupNorm mean, rstd
 
 
@@ -266,11 +271,14 @@ def _conv2d_sq(rec: _Record, g: torch.Tensor, keep: bool) -> tuple[torch.Tensor,
         if rec.form == "grouped":
             x, g_ = _matmul_operands(x, g)
             # Example i's kernel gradient is group i of a convolution whose batch was folded
-            # into channels: one native weight-gradient call yields all of them.
-            per_example = torch.nn.grad.conv2d_weight(
-                x.reshape(1, -1, *x.shape[2:]), (b * o, m.in_channels // groups, *m.kernel_size),
-                g_.reshape(1, -1, *g.shape[2:]), stride=m.stride, padding=padding,
-                dilation=m.dilation, groups=b * groups)
+            # into channels: one native weight-gradient call yields all of them. (The op behind
+            # torch.nn.grad.conv2d_weight, called directly: that wrapper's expanded dummy weight
+            # gets copied in full by the CPU kernel; only the weight's shape matters.)
+            weight = torch.empty((b * o, m.in_channels // groups, *m.kernel_size), dtype=x.dtype, device=x.device)
+            per_example = torch.ops.aten.convolution_backward(
+                g_.reshape(1, -1, *g.shape[2:]), x.reshape(1, -1, *x.shape[2:]), weight, None,
+                list(m.stride), list(padding), list(m.dilation), False, [0, 0], b * groups,
+                [False, True, False])[1]
             sq += _sq_sum(per_example.view(b, -1))
             if keep:
                 grads.append((m.weight, per_example.view(b, *m.weight.shape).sum(0)))
@@ -417,7 +425,7 @@ class _Tap:
             if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
                 return  # check() reports the missing record
             rec = _Record(name, module, x.detach(), x._version, output, output._version,
-                          _form(module, x, output, self.strategy))
+                          _form(module, x, output, self.strategy), x.grad_fn is None)
             if type(module) is nn.GroupNorm:
                 rec.stats = _group_norm_stats(output, len(x), module.num_groups)
             self.records.append(rec)
@@ -484,8 +492,7 @@ def per_example_grad_norms_fast(model: torch.nn.Module, x: torch.Tensor, y: torc
             # kernel, which the norms never need.
             grads = list(torch.autograd.grad(loss, [r.output for r in records], allow_unused=True))
             del logits, loss
-            sq = torch.zeros(len(grads[0]) if grads[0] is not None else len(records[0].input),
-                             dtype=torch.float32, device=x.device)
+            sq = torch.zeros(len(x[s:s + chunk_size]), dtype=torch.float32, device=x.device)
             for i, rec in enumerate(records):
                 g, grads[i] = grads[i], None
                 if g is not None:
@@ -508,8 +515,9 @@ def loss_backward_with_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.T
     With `reuse_per_example` (default), parameters whose per-example gradients the norms need
     anyway (most convolution kernels, all biases and norm-layer affines) get their batch
     gradient as the sum of those, and autograd skips their weight-gradient kernels: the same
-    gradient up to float rounding (summation order), for less work. False leaves every
-    gradient to autograd, bit-identical to the plain backward.
+    gradient up to float rounding (summation order), for less work. Only parameters receive
+    gradients then (an input that requires grad gets none). False leaves every gradient to
+    autograd, bit-identical to the plain backward.
 
     Where the fast engine cannot be exact it warns, back-propagates plainly and takes the
     norms from the reference engine (eval mode).
@@ -531,11 +539,7 @@ def loss_backward_with_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.T
         layer_sq, grads = _layer_sq(rec, g, keep)
         sq = sq + layer_sq
         for p, total in grads:
-            total = total.to(p.dtype)
-            if p.grad is None:
-                p.grad = total
-            else:
-                p.grad.add_(total)
+            _accumulate(p, total)
         rec.input = None  # free the activation as soon as its layer is done
 
     fallback = None
@@ -552,12 +556,19 @@ def loss_backward_with_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.T
             keep = True
             kept = {id(p) for rec in records for p in _kept_params(rec)}
             rest = [p for p in model.parameters() if p.requires_grad and id(p) not in kept]
-            outputs = [rec.output for rec in records if rec.output.requires_grad]
-            # Listing the layer outputs keeps every hooked gradient flowing even where no
-            # parameter upstream is left to autograd; their .grad is dropped right after.
-            torch.autograd.backward(loss, inputs=rest + outputs)
-            for out in outputs:
-                out.grad = None
+            # Asking for the gradient at the outputs of the layers fed by graph leaves (the
+            # model input) makes it flow through every hooked layer between them and the loss,
+            # even where no parameter there is left to autograd. autograd.grad rather than
+            # backward(inputs=...): the latter clones each non-leaf gradient into its .grad.
+            forced = [r.output for r in records if r.fed_by_leaf and r.output.requires_grad]
+            if not forced:  # the input came with a graph of its own: ask at every layer
+                forced = [r.output for r in records if r.output.requires_grad]
+            if rest or forced:
+                grads = torch.autograd.grad(loss, rest + forced, allow_unused=True)
+                for p, total in zip(rest, grads):
+                    if total is not None:
+                        _accumulate(p, total)
+                del grads
         else:
             loss.backward()
     logits, losses = logits.detach(), losses.detach()
@@ -566,6 +577,15 @@ def loss_backward_with_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.T
         return logits, losses, per_example_grad_norms_reference(model, x, y)
     # The backward carried d(mean)/d(output) = (per-example gradient) / batch.
     return logits, losses, sq.sqrt() * batch
+
+
+def _accumulate(p: nn.Parameter, total: torch.Tensor) -> None:
+    # What backward() does with a parameter's gradient: set it, or add to the one already there.
+    total = total.to(p.dtype)
+    if p.grad is None:
+        p.grad = total
+    else:
+        p.grad.add_(total)
 
 
 def _plain_backward_then_reference(model, x, y):
