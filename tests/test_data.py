@@ -205,3 +205,14 @@ def test_torchvision_arrays_are_converted_to_nchw(name, cls, layout, monkeypatch
     assert torch.allclose(raw, torch.from_numpy(expected).float() / 255, atol=1e-5)
     assert ds.train.index.tolist() == list(range(6)) and ds.test.index.tolist() == list(range(3))
     assert ds.num_classes == 10 and ds.train.y.tolist() == list(range(6))
+
+
+def test_mnist5k_disk_cache_is_bit_identical(tmp_path):
+    import perinstance.data as data_module
+
+    first = load_dataset("mnist5k", root=str(tmp_path))
+    assert (tmp_path / "mnist5k" / "mnist5k.npz").is_file()
+    data_module._mnist5k_source.cache_clear()  # force the cached-file path
+    second = load_dataset("mnist5k", root=str(tmp_path))
+    for a, b in ((first.train, second.train), (first.test, second.test)):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.index, b.index)

