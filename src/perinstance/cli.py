@@ -18,21 +18,16 @@ def _threads(value: int) -> None:
     torch.set_num_threads(max(1, value))
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_train(args: argparse.Namespace, config: dict | None) -> None:
     from .training import train_run
 
-    config = load_config(args.config)
-    _threads(args.threads or config["threads"])
     out = train_run(config, args.seed, args.out, progress=not args.no_progress)
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_figure_training(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_figure_training(args: argparse.Namespace, config: dict | None) -> None:
     from .figures import plot_training_curves, training_curves_table
 
-    config = load_config(args.config)
     runs = [(_seed_of(run), Path(run) / "history.csv") for run in args.runs]
     written = plot_training_curves(training_curves_table(runs), args.out, title=config["experiment"])
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
@@ -45,21 +40,16 @@ def _seed_of(run_dir: str | Path) -> int:
     return int(name[4:])
 
 
-def cmd_grad_norms(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_grad_norms(args: argparse.Namespace, config: dict | None) -> None:
     from .scores import compute_checkpoint_norms
 
-    config = load_config(args.config)
-    _threads(args.threads or config["threads"])
     out = compute_checkpoint_norms(config, args.run, args.out, progress=not args.no_progress)
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_privacy_loss(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_privacy_loss(args: argparse.Namespace, config: dict | None) -> None:
     from .scores import write_privacy_tables
 
-    config = load_config(args.config)
     if len(args.runs) != len(args.norms):
         raise ValueError("--runs and --norms must list the same seeds in the same order")
     runs = [(_seed_of(run), run, norms) for run, norms in zip(args.runs, args.norms)]
@@ -67,32 +57,25 @@ def cmd_privacy_loss(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
-def cmd_holdout(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_holdout(args: argparse.Namespace, config: dict | None) -> None:
     from .retrain import holdout_predictions
 
-    config = load_config(args.config)
-    _threads(args.threads or config["threads"])
     out = holdout_predictions(config, args.model_id, args.out, progress=not args.no_progress)
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_proxies(args: argparse.Namespace) -> None:
+def cmd_proxies(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .config import load_config
     from .scores import proxy_table
 
-    config = load_config(args.config)
     out = io.save_table(proxy_table(config, args.runs, args.holdout or ()), args.out)
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_correlations(args: argparse.Namespace) -> None:
+def cmd_correlations(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .config import load_config
     from .proxies import correlations
 
-    config = load_config(args.config)
     scores = io.load_table(args.scores)
     columns = [c for c in CORRELATED_SCORES if c in scores]
     table = correlations(scores, columns, n_boot=config["proxies"]["bootstrap"], seed=config["groups"]["seed"],
@@ -101,7 +84,7 @@ def cmd_correlations(args: argparse.Namespace) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_scores(args: argparse.Namespace) -> None:
+def cmd_scores(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
     from .scores import merge_score_tables
 
@@ -109,25 +92,21 @@ def cmd_scores(args: argparse.Namespace) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_figure_privacy(args: argparse.Namespace) -> None:
+def cmd_figure_privacy(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .config import load_config
     from .data import load_dataset
     from .figures import plot_privacy_loss
 
-    config = load_config(args.config)
     written = plot_privacy_loss(io.load_table(args.scores), load_dataset(**config["dataset"]), args.out,
                                 alpha=config["privacy"]["alpha"], title=config["experiment"])
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
-def cmd_figure_proxies(args: argparse.Namespace) -> None:
+def cmd_figure_proxies(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .config import load_config
     from .data import load_dataset
     from .figures import plot_proxy_correlation
 
-    config = load_config(args.config)
     dataset = load_dataset(**config["dataset"])
     written = plot_proxy_correlation(io.load_table(args.scores), io.load_table(args.correlations), args.out,
                                      class_names=dataset.class_names, proxies=CORRELATED_SCORES[2:],
@@ -135,44 +114,34 @@ def cmd_figure_proxies(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
-def cmd_groups(args: argparse.Namespace) -> None:
+def cmd_groups(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .config import load_config
     from .scores import forget_groups
 
-    config = load_config(args.config)
     out = io.save_table(forget_groups(config, io.load_table(args.scores)), args.out)
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_oracle(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_oracle(args: argparse.Namespace, config: dict | None) -> None:
     from .retrain import run_oracle
 
-    config = load_config(args.config)
-    _threads(args.threads or config["threads"])
     out = run_oracle(config, args.score, args.group, args.oracle, args.groups, args.model_out, args.out,
                      progress=not args.no_progress)
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_unlearn(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_unlearn(args: argparse.Namespace, config: dict | None) -> None:
     from .unlearning import run_unlearning_job
 
-    config = load_config(args.config)
-    _threads(args.threads or config["threads"])
     run_unlearning_job(config, args.method, args.score, args.group, args.seed, args.groups, args.original,
                        args.oracles, curve_out=args.curve, examples_out=args.examples, final_out=args.final,
                        model_out=args.model_out, progress=not args.no_progress)
     print(f"wrote {args.curve}", file=sys.stderr)
 
 
-def cmd_steps(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_steps(args: argparse.Namespace, config: dict | None) -> None:
     from .steps import write_steps_tables
 
-    config = load_config(args.config)
     if len(args.curves) != len(args.finals):
         raise ValueError("--curves and --finals must list the same runs in the same order")
     written = write_steps_tables(config, list(zip(args.curves, args.finals)), args.oracles, args.scores,
@@ -180,13 +149,11 @@ def cmd_steps(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
-def cmd_figure_steps(args: argparse.Namespace) -> None:
+def cmd_figure_steps(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .config import load_config
     from .figures import plot_hard_groups, plot_steps
     from .steps import theory_fit
 
-    config = load_config(args.config)
     steps, summary = io.load_table(args.steps), io.load_table(args.summary)
     k_max = config["unlearning"]["k_max"]
     if args.kind == "hard-groups":
@@ -202,12 +169,10 @@ def cmd_figure_steps(args: argparse.Namespace) -> None:
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
-def cmd_robustness(args: argparse.Namespace) -> None:
+def cmd_robustness(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .config import load_config
     from .robustness import robustness_table
 
-    config = load_config(args.config)
     if len(args.runs) != len(args.norms):
         raise ValueError("--runs and --norms must list the same seeds in the same order")
     runs = [(_seed_of(run), run, norms) for run, norms in zip(args.runs, args.norms)]
@@ -217,45 +182,35 @@ def cmd_robustness(args: argparse.Namespace) -> None:
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_figure_robustness(args: argparse.Namespace) -> None:
+def cmd_figure_robustness(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .config import load_config
     from .figures import plot_robustness
 
-    config = load_config(args.config)
     written = plot_robustness(io.load_table(args.table), args.out, title=config["experiment"])
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
-def cmd_spawned_oracle(args: argparse.Namespace) -> None:
-    from .config import load_config
+def cmd_spawned_oracle(args: argparse.Namespace, config: dict | None) -> None:
     from .retrain import run_spawned_oracle
 
-    config = load_config(args.config)
-    _threads(args.threads or config["threads"])
     out = run_spawned_oracle(config, args.score, args.group, args.groups, args.original, args.out,
                              progress=not args.no_progress)
     print(f"wrote {out}", file=sys.stderr)
 
 
-def cmd_barrier(args: argparse.Namespace) -> None:
+def cmd_barrier(args: argparse.Namespace, config: dict | None) -> None:
     from .barrier import run_barrier_job
-    from .config import load_config
 
-    config = load_config(args.config)
-    _threads(args.threads or config["threads"])
     endpoints = dict(item.split("=", 1) for item in args.endpoint)
     run_barrier_job(config, args.score, args.group, args.groups, args.original, endpoints, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
 
 
-def cmd_figure_barriers(args: argparse.Namespace) -> None:
+def cmd_figure_barriers(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
     from .barrier import barrier_tables
-    from .config import load_config
     from .figures import plot_barriers
 
-    config = load_config(args.config)
     tables = barrier_tables(args.paths, io.load_table(args.scores))
     io.save_table(tables["examples"], args.examples_out)
     written = plot_barriers(tables["examples"], tables["curves"], tables["summary"], args.out,
@@ -350,10 +305,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .config import ConfigError
+    from .config import ConfigError, load_config
 
     try:
-        args.func(args)
+        config = load_config(args.config) if getattr(args, "config", None) else None
+        if config is not None and hasattr(args, "threads"):
+            _threads(args.threads or config["threads"])
+        args.func(args, config)
     except (ConfigError, FileNotFoundError) as err:
         print(f"perinstance {args.command}: error: {err}", file=sys.stderr)
         return 2
