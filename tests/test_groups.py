@@ -39,7 +39,7 @@ def test_low_mid_high_disjoint_at_the_limit_and_size_error():
         build_groups(table(11), "p", size=4)
     with pytest.raises(ValueError, match="groups.scores"):
         build_groups(table(12), "missing", size=2)
-    with pytest.raises(ValueError, match="groups.kinds"):
+    with pytest.raises(ValueError, match="groups.privacy_kinds"):
         build_groups(table(12), "p", size=2, kinds=["hi"])
 
 
