@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from perinstance import io
 from perinstance.data import load_dataset
-from perinstance.models import build_model
+from perinstance.retrain import load_model
 from perinstance.pergrad import per_example_grad_norms
 from perinstance.training import (
     checkpoint_steps,
@@ -28,11 +28,7 @@ from conftest import tiny_config
 
 
 def _model_from(run_dir, config, dataset, file="model.pt"):
-    spec = config["model"]
-    model = build_model(spec["name"], width=spec["width"], norm_groups=spec["norm_groups"],
-                        num_classes=dataset.num_classes, input_shape=dataset.input_shape)
-    model.load_state_dict(io.load_state_dict(run_dir / file))
-    return model.eval()
+    return load_model(config, dataset, run_dir / file)
 
 
 @pytest.fixture(scope="module")
