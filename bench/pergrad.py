@@ -122,29 +122,22 @@ def make_methods(model, x, y, device, autocast, naive_examples: int):
 
     methods["fast"] = fast
 
-    step_model = copy.deepcopy(model).train()
-    step_opt = sgd(step_model)
+    def fused_step(reuse_per_example: bool):
+        """A training step that records in-batch norms, on its own copy of the model."""
+        step_model = copy.deepcopy(model).train()
+        step_opt = sgd(step_model)
 
-    def fast_step():
-        step_opt.zero_grad(set_to_none=True)
-        with autocast():
-            _, _, norms = pergrad.loss_backward_with_norms(step_model, x, y)
-        step_opt.step()
-        return norms
+        def step():
+            step_opt.zero_grad(set_to_none=True)
+            with autocast():
+                _, _, norms = pergrad.loss_backward_with_norms(step_model, x, y, reuse_per_example=reuse_per_example)
+            step_opt.step()
+            return norms
 
-    methods["fast_step"] = fast_step
+        return step
 
-    exact_model = copy.deepcopy(model).train()
-    exact_opt = sgd(exact_model)
-
-    def fast_step_exact():
-        exact_opt.zero_grad(set_to_none=True)
-        with autocast():
-            _, _, norms = pergrad.loss_backward_with_norms(exact_model, x, y, reuse_per_example=False)
-        exact_opt.step()
-        return norms
-
-    methods["fast_step_exact"] = fast_step_exact
+    methods["fast_step"] = fused_step(True)
+    methods["fast_step_exact"] = fused_step(False)
 
     def reference():
         with autocast():
