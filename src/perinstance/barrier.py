@@ -72,13 +72,13 @@ def run_barrier_job(config: dict, score: str, group: str, groups_csv, original_w
     from . import io
     from .data import load_dataset
     from .retrain import load_model
-    from .scores import group_members, rows_of
+    from .scores import forget_rows
     from .training import resolve_device
 
     spec = config["barrier"]
     lambdas = np.linspace(0.0, 1.0, spec["lambdas"])
     dataset = load_dataset(**config["dataset"])
-    rows = np.sort(rows_of(dataset.train.index.numpy(), group_members(io.load_table(groups_csv), score, group)))
+    rows = forget_rows(dataset, groups_csv, score, group)
     device = resolve_device(config["device"])
     model = load_model(config, dataset, original_weights, device)
     start = io.load_state_dict(original_weights)

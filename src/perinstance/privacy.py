@@ -138,6 +138,12 @@ def checkpoint_step_groups(checkpoint_steps: Sequence[int], lr: np.ndarray, *, i
     return used, StepGroups(list(lrs), list(counts))
 
 
+def sampling_of_run(dynamics: dict[str, np.ndarray]) -> tuple[int, float]:
+    """(batch size B, Poisson sampling rate q = B / n) of a training run's dynamics."""
+    batch_size = int(dynamics["batch_size"])
+    return batch_size, min(1.0, batch_size / len(dynamics["train_index"]))
+
+
 def noise_multiplier(grad_norm: np.ndarray, lr: float, batch_size: int, beta: float) -> np.ndarray:
     """z = tau / Delta = B sqrt(2 / (lr beta)) / g; infinite for a zero norm."""
     g = np.asarray(grad_norm, dtype=np.float64)

@@ -113,12 +113,12 @@ def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, grou
     """
     from . import io
     from .plan import oracle_seed
-    from .scores import group_members, rows_of
+    from .scores import forget_rows
     from .training import resolve_device
     from .unlearning import rows_subset, split_metrics
 
     dataset = load_dataset(**config["dataset"])
-    rows = rows_of(dataset.train.index.numpy(), group_members(io.load_table(groups_csv), score, group))
+    rows = forget_rows(dataset, groups_csv, score, group)
     keep = np.ones(len(dataset.train), dtype=bool)
     keep[rows] = False
     run_dir = Path(eval_out).with_suffix(".run")
@@ -126,7 +126,7 @@ def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, grou
     device = resolve_device(config["device"])
     model = load_model(config, dataset, run_dir / "model.pt", device)
     batch = config["training"]["eval_batch_size"]
-    forget = rows_subset(dataset.train, np.sort(rows))
+    forget = rows_subset(dataset.train, rows)
     f = split_metrics(model, forget, batch, device)
     t = split_metrics(model, dataset.test, batch, device)
     io.save_torch(model.state_dict(), model_out)
@@ -144,7 +144,7 @@ def run_spawned_oracle(config: dict[str, Any], score: str, group: str, groups_cs
     """
     from . import io
     from .plan import oracle_seed
-    from .scores import group_members, rows_of
+    from .scores import forget_rows
     from .training import load_checkpoint_index
 
     spawn_epoch = config["barrier"]["spawn_epoch"]
@@ -158,7 +158,7 @@ def run_spawned_oracle(config: dict[str, Any], score: str, group: str, groups_cs
         raise ValueError(f"run {original_run} has no checkpoint at epoch {spawn_epoch} (config key barrier.spawn_epoch; "
                          "training.checkpoints.every_epochs must divide it)")
     dataset = load_dataset(**config["dataset"])
-    rows = rows_of(dataset.train.index.numpy(), group_members(io.load_table(groups_csv), score, group))
+    rows = forget_rows(dataset, groups_csv, score, group)
     keep = np.ones(len(dataset.train), dtype=bool)
     keep[rows] = False
     run_dir = Path(model_out).with_suffix(".run")

@@ -24,6 +24,7 @@ from .privacy import (
     online_norms,
     per_instance_rdp,
     privacy_settings,
+    sampling_of_run,
 )
 from .training import load_run_dynamics
 
@@ -45,9 +46,7 @@ class _Seed:
         norms = io.load_npz(norms_path)
         self.norms = norms["norms"].astype(np.float64)
         self.steps = norms["checkpoint_step"]
-        n = self.norms.shape[0]
-        self.batch_size = int(self.dynamics["batch_size"])
-        self.sample_rate = min(1.0, self.batch_size / n)
+        self.batch_size, self.sample_rate = sampling_of_run(self.dynamics)
 
     def _compose(self, norms: np.ndarray, groups, beta: float, order: float) -> np.ndarray:
         return per_instance_rdp(norms, groups, sample_rate=self.sample_rate, batch_size=self.batch_size, beta=beta,

@@ -11,7 +11,6 @@ from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
 
 from . import io
 from .data import load_dataset
@@ -23,6 +22,7 @@ from .privacy import (
     online_norms,
     per_instance_rdp,
     privacy_settings,
+    sampling_of_run,
     worst_case_rdp,
 )
 from .training import load_checkpoint_index, load_run_dynamics, resolve_device
@@ -61,12 +61,6 @@ def compute_checkpoint_norms(config: dict[str, Any], run_dir: str | Path, out_pa
     )
 
 
-def _accounting(config: dict[str, Any], dynamics: dict[str, np.ndarray]) -> dict[str, Any]:
-    n = len(dynamics["train_index"])
-    batch_size = int(dynamics["batch_size"])
-    return {"n": n, "batch_size": batch_size, "sample_rate": min(1.0, batch_size / n)}
-
-
 def seed_privacy(config: dict[str, Any], run_dir: str | Path, norms_path: str | Path) -> dict[str, Any]:
     """Checkpoint and online estimators (RDP at every order) and the worst case for one seed."""
     settings = privacy_settings(config)
@@ -74,8 +68,8 @@ def seed_privacy(config: dict[str, Any], run_dir: str | Path, norms_path: str | 
     norms = io.load_npz(norms_path)
     if not np.array_equal(norms["train_index"], dynamics["train_index"]):
         raise ValueError(f"{norms_path} does not belong to run {run_dir} (training examples differ)")
-    acc = _accounting(config, dynamics)
-    common = dict(sample_rate=acc["sample_rate"], batch_size=acc["batch_size"], beta=settings["beta"],
+    batch_size, sample_rate = sampling_of_run(dynamics)
+    common = dict(sample_rate=sample_rate, batch_size=batch_size, beta=settings["beta"],
                   orders=settings["orders"])
     max_levels = config["privacy"]["max_lr_levels"]
     used, groups = checkpoint_step_groups(norms["checkpoint_step"], dynamics["lr"],
@@ -89,7 +83,7 @@ def seed_privacy(config: dict[str, Any], run_dir: str | Path, norms_path: str | 
     spe = int(dynamics["steps_per_epoch"])
     epochs = len(dynamics["lr"]) // spe
     observed = online_norms(dynamics["presentation_step"], dynamics["presentation_example"],
-                            dynamics["presentation_grad_norm"].astype(np.float64), acc["n"], spe, epochs)
+                            dynamics["presentation_grad_norm"].astype(np.float64), len(dynamics["train_index"]), spe, epochs)
     online = per_instance_rdp(observed, epoch_step_groups(dynamics["lr"], spe, max_levels),
                               clip=settings["clip"], method=settings["method"], **common)
 
@@ -262,6 +256,12 @@ def forget_groups(config: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
                                     class_balanced=spec["class_balanced"]).assign(ranks="random"))
     table = pd.concat(frames, ignore_index=True)
     return table[["score", "group", "ranks", "index", "label", "rank"]]
+
+
+def forget_rows(dataset, groups_csv: str | Path, score: str, group: str) -> np.ndarray:
+    """Sorted rows of the dataset's training split that form one forget group of groups.csv."""
+    members = group_members(io.load_table(groups_csv), score, group)
+    return np.sort(rows_of(dataset.train.index.numpy(), members))
 
 
 def group_members(groups_table: pd.DataFrame, score: str, group: str) -> np.ndarray:

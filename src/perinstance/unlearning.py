@@ -176,12 +176,11 @@ def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: s
     from .evaluation import oracle_band
     from .plan import original_seed
     from .retrain import load_model
-    from .scores import group_members, rows_of
+    from .scores import forget_rows
     from .training import resolve_device
 
     dataset = load_dataset(**config["dataset"])
-    members = group_members(io.load_table(groups_csv), score, group)
-    rows = rows_of(dataset.train.index.numpy(), members)
+    rows = forget_rows(dataset, groups_csv, score, group)
     device = resolve_device(config["device"])
     model = load_model(config, dataset, Path(original_run) / "model.pt", device)
     oracle_losses = [io.load_npz(path)["forget_losses"].mean() for path in oracle_evals]
@@ -198,9 +197,9 @@ def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: s
     io.save_table(curve, curve_out)
     io.save_table(result["forget_examples"].assign(**labels), examples_out)
     batch = config["training"]["eval_batch_size"]
-    f = split_metrics(model, rows_subset(dataset.train, np.sort(rows)), batch, device)
+    f = split_metrics(model, rows_subset(dataset.train, rows), batch, device)
     t = split_metrics(model, dataset.test, batch, device)
-    io.save_npz(final_out, forget_index=dataset.train.index.numpy()[np.sort(rows)], forget_losses=f["losses"],
+    io.save_npz(final_out, forget_index=dataset.train.index.numpy()[rows], forget_losses=f["losses"],
                 forget_phi=f["phi"], forget_correct=f["correct"], test_losses=t["losses"], test_correct=t["correct"],
                 steps_run=np.int64(result["steps_run"]))
     io.save_torch(model.state_dict(), model_out)
