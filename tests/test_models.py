@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from perinstance.models import available_models, build_model, count_parameters, group_norm
+from perinstance.models import MaxPool2x2, available_models, build_model, count_parameters, group_norm
 
 
 @pytest.mark.parametrize("name", ["smallcnn", "resnet18"])
@@ -65,3 +65,41 @@ def test_build_is_deterministic(name):
 
     a, b = build().state_dict(), build().state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _pool_inputs(shape):
+    """ReLU'd values with many tied window maxima: flat regions (zeros, repeated positives)."""
+    torch.manual_seed(0)
+    x = torch.randn(*shape).relu()
+    x[..., :3, :] = 0.5  # ties at a positive value, rows 0-2
+    x[..., -2:, -2:] = x[..., -1:, -1:]  # ties in the bottom-right window
+    return x
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 8, 8), (2, 3, 7, 9), (1, 2, 2, 2), (5, 1, 3, 3)])
+def test_maxpool2x2_matches_maxpool2d_bit_for_bit(shape):
+    x = _pool_inputs(shape)
+    ours, ref = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out, expected = MaxPool2x2()(ours), torch.nn.MaxPool2d(2)(ref)
+    assert torch.equal(out, expected)
+    g = torch.randn_like(out)
+    out.backward(g)
+    expected.backward(g)
+    assert torch.equal(ours.grad, ref.grad)
+    with torch.no_grad():
+        assert torch.equal(MaxPool2x2()(x), expected)
+
+
+def test_maxpool2x2_per_example_gradients_under_vmap():
+    from torch.func import grad, vmap
+
+    x = _pool_inputs((4, 2, 6, 6))
+    weights = torch.randn(2, 3, 3)
+
+    def loss(pool, xi):
+        return (pool(xi.unsqueeze(0)).squeeze(0) * weights).sum()
+
+    ours = vmap(grad(lambda xi: loss(MaxPool2x2(), xi)))(x)
+    expected = torch.stack([torch.autograd.functional.vjp(lambda v: loss(torch.nn.MaxPool2d(2), v), xi)[1]
+                            for xi in x])
+    assert torch.equal(ours, expected)

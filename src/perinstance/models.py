@@ -6,14 +6,72 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["available_models", "build_model", "count_parameters", "group_norm"]
+__all__ = ["MaxPool2x2", "available_models", "build_model", "count_parameters", "group_norm"]
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     # gcd keeps every width legal: GroupNorm needs groups to divide channels.
     return nn.GroupNorm(math.gcd(groups, channels), channels)
+
+
+class _MaxPool2x2Function(torch.autograd.Function):
+    """2x2, stride-2 max-pool: values from the four strided window corners, gradient from ATen.
+
+    The indices handed to ATen's backward kernel mark the first maximum of each window in
+    row-major order, as ATen's own forward does, so outputs and gradients equal F.max_pool2d's
+    bit for bit (NaN inputs aside: ATen routes their gradient to the NaN).
+    """
+
+    generate_vmap_rule = True  # torch.func (the reference engine) vmaps forward and backward
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        top_left, top_right, bottom_left, bottom_right = _window_corners(x)
+        return torch.maximum(torch.maximum(top_left, top_right), torch.maximum(bottom_left, bottom_right))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        (x,) = inputs
+        top_left, top_right, bottom_left, bottom_right = _window_corners(x)
+        # Strict comparisons: a tie keeps the earlier corner, as ATen's kernel does. (Boolean
+        # algebra rather than torch.where: the latter is several times slower on CPU.)
+        bottom = output > torch.maximum(top_left, top_right)
+        right = (bottom & (bottom_right > bottom_left)) | (~bottom & (top_right > top_left))
+        h, w = output.shape[-2:]
+        width = x.shape[-1]
+        corner = (torch.arange(h, device=x.device) * (2 * width)).unsqueeze(1) + torch.arange(w, device=x.device) * 2
+        indices = torch.add(corner, bottom, alpha=width).add_(right)
+        ctx.save_for_backward(x, indices)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, indices = ctx.saved_tensors
+        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False,
+                                                               indices)
+
+
+def _window_corners(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    h, w = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+    return (x[..., 0:h:2, 0:w:2], x[..., 0:h:2, 1:w:2], x[..., 1:h:2, 0:w:2], x[..., 1:h:2, 1:w:2])
+
+
+class MaxPool2x2(nn.Module):
+    """nn.MaxPool2d(2) (2x2 windows, stride 2, floor mode): the same outputs and gradients.
+
+    On CPU, ATen's max_pool2d kernel for NCHW tensors is about 10x slower than the elementwise
+    maximum of the four strided window corners (bench/README.md); it was the most expensive op in
+    training and scoring the small CNN. Other devices call max_pool2d.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type != "cpu" or x.dim() != 4:
+            return F.max_pool2d(x, 2)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _MaxPool2x2Function.apply(x)
+        return _MaxPool2x2Function.forward(x)
 
 
 class SmallCNN(nn.Module):
@@ -25,9 +83,9 @@ class SmallCNN(nn.Module):
             raise ValueError(f"smallcnn needs inputs of at least 4x4 pixels, got {height}x{width_px}")
         self.features = nn.Sequential(
             nn.Conv2d(in_channels, width, 3, padding=1), group_norm(width, norm_groups),
-            nn.ReLU(), nn.MaxPool2d(2),
+            nn.ReLU(), MaxPool2x2(),
             nn.Conv2d(width, 2 * width, 3, padding=1), group_norm(2 * width, norm_groups),
-            nn.ReLU(), nn.MaxPool2d(2),
+            nn.ReLU(), MaxPool2x2(),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(2 * width * h * w, 2 * width), nn.ReLU(),
