@@ -14,6 +14,7 @@ from perinstance.privacy import (
     epoch_step_groups,
     noise_multiplier,
     online_norms,
+    online_rdp,
     per_instance_rdp,
     rdp_orders,
     subsampled_gaussian_rdp,
@@ -135,6 +136,22 @@ def test_online_norms_average_per_epoch_and_fill_gaps():
     np.testing.assert_allclose(values, [[2.0, 6.0, 7.0], [6.0, 6.0, 9.0], [5.0, 5.0, 2.0]])
     with pytest.raises(ValueError, match="batch_grad_norms"):
         online_norms(step, example, np.full(9, np.nan), n=3, steps_per_epoch=2, epochs=3)
+
+
+def test_online_rdp_composes_each_epochs_mean_norm_over_its_steps():
+    # Full-batch sampling (B = n = 3): each step is the Gaussian mechanism with z = B sqrt(2/(lr beta)) / g,
+    # whose RDP is alpha / (2 z^2) = alpha lr beta g^2 / (4 B^2); each epoch has 2 steps at its mean norm.
+    dynamics = {
+        "presentation_step": np.array([0, 1, 0, 2, 3, 3, 4, 5, 5]),
+        "presentation_example": np.array([0, 0, 2, 0, 1, 0, 0, 1, 2]),
+        "presentation_grad_norm": np.array([1.0, 3.0, 5.0, 4.0, 6.0, 8.0, 7.0, 9.0, 2.0], dtype=np.float32),
+        "lr": np.full(6, 0.1), "steps_per_epoch": np.int64(2), "batch_size": np.int64(3),
+        "train_index": np.arange(3),
+    }
+    epoch_means = np.array([[2.0, 6.0, 7.0], [6.0, 6.0, 9.0], [5.0, 5.0, 2.0]])
+    expected = [(2 * order * 0.1 * 200 * epoch_means**2 / (4 * 9)).sum(axis=1) for order in (2.0, 8.0)]
+    got = online_rdp(dynamics, beta=200, orders=np.array([2.0, 8.0]))
+    np.testing.assert_allclose(got, np.stack(expected, axis=1), rtol=1e-10)
 
 
 def test_bad_norms_are_rejected():

@@ -227,6 +227,21 @@ def epoch_step_groups(lr: np.ndarray, steps_per_epoch: int, max_lr_levels: int =
     return StepGroups(list(lrs), list(counts))
 
 
+def online_rdp(dynamics: dict[str, np.ndarray], *, beta: float, orders: np.ndarray, clip: float | None = None,
+               method: str = "auto", max_lr_levels: int = 16) -> np.ndarray:
+    """The online estimator, float64 [n, len(orders)]: P composed from the in-batch norms a
+    training run recorded, each epoch's mean norm standing for every step of that epoch."""
+    steps_per_epoch = int(dynamics["steps_per_epoch"])
+    epochs = len(dynamics["lr"]) // steps_per_epoch
+    observed = online_norms(dynamics["presentation_step"], dynamics["presentation_example"],
+                            dynamics["presentation_grad_norm"].astype(np.float64), len(dynamics["train_index"]),
+                            steps_per_epoch, epochs)
+    batch_size, sample_rate = sampling_of_run(dynamics)
+    return per_instance_rdp(observed, epoch_step_groups(dynamics["lr"], steps_per_epoch, max_lr_levels),
+                            sample_rate=sample_rate, batch_size=batch_size, beta=beta, orders=orders, clip=clip,
+                            method=method)
+
+
 def privacy_settings(config: dict[str, Any]) -> dict[str, Any]:
     """The accounting parameters of an experiment, resolved from its config."""
     privacy = config["privacy"]

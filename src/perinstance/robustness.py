@@ -18,14 +18,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from . import io
-from .privacy import (
-    checkpoint_step_groups,
-    epoch_step_groups,
-    online_norms,
-    per_instance_rdp,
-    privacy_settings,
-    sampling_of_run,
-)
+from .privacy import checkpoint_step_groups, online_rdp, per_instance_rdp, privacy_settings, sampling_of_run
 from .training import load_run_dynamics
 
 
@@ -64,13 +57,9 @@ class _Seed:
                              order or self.settings["alpha"])
 
     def online(self) -> np.ndarray:
-        d = self.dynamics
-        spe = int(d["steps_per_epoch"])
-        epochs = len(d["lr"]) // spe
-        observed = online_norms(d["presentation_step"], d["presentation_example"],
-                                d["presentation_grad_norm"].astype(np.float64), self.norms.shape[0], spe, epochs)
-        return self._compose(observed, epoch_step_groups(d["lr"], spe, self.max_levels), self.settings["beta"],
-                             self.settings["alpha"])
+        s = self.settings
+        return online_rdp(self.dynamics, beta=s["beta"], orders=np.array([s["alpha"]]), clip=s["clip"],
+                          method=s["method"], max_lr_levels=self.max_levels)[:, 0]
 
     def checkpoint_subsets(self) -> dict[str, np.ndarray]:
         """Sparser schedules: epoch checkpoints only, every 2nd and 4th epoch checkpoint."""

@@ -18,8 +18,7 @@ from .models import build_model
 from .pergrad import dataset_grad_norms
 from .privacy import (
     checkpoint_step_groups,
-    epoch_step_groups,
-    online_norms,
+    online_rdp,
     per_instance_rdp,
     privacy_settings,
     sampling_of_run,
@@ -80,12 +79,8 @@ def seed_privacy(config: dict[str, Any], run_dir: str | Path, norms_path: str | 
     steps_per_checkpoint = np.array([c.sum() for c in groups.counts])
     squared = (clipped**2 * steps_per_checkpoint).sum(axis=1)  # sum over steps of g_t(x)^2
 
-    spe = int(dynamics["steps_per_epoch"])
-    epochs = len(dynamics["lr"]) // spe
-    observed = online_norms(dynamics["presentation_step"], dynamics["presentation_example"],
-                            dynamics["presentation_grad_norm"].astype(np.float64), len(dynamics["train_index"]), spe, epochs)
-    online = per_instance_rdp(observed, epoch_step_groups(dynamics["lr"], spe, max_levels),
-                              clip=settings["clip"], method=settings["method"], **common)
+    online = online_rdp(dynamics, beta=settings["beta"], orders=settings["orders"], clip=settings["clip"],
+                        method=settings["method"], max_lr_levels=max_levels)
 
     sensitivity = (np.full(len(used), settings["clip"]) if settings["clip"] is not None
                    else checkpoint_norms.max(axis=0))
