@@ -50,6 +50,19 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
     assert jobs["unlearn"] == "40"
 
 
+def test_committed_figures_without_results_rerun_the_experiment(tmp_path):
+    # A fresh clone holds figures/default from git but no results: the figures must not count as done.
+    figures = tmp_path / "figures" / "default"
+    shutil.copytree(REPO / "figures" / "default", figures)
+    day_ago = os.path.getmtime(figures) - 86400
+    for path in figures.iterdir():
+        os.utime(path, (day_ago, day_ago))
+    result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    jobs = _job_counts(result.stdout)
+    assert jobs["train"] == 3 and jobs["figure_training"] == 1 and jobs["oracle"] == 30
+
+
 def _job_counts(stdout: str) -> dict[str, int]:
     return {line.split()[0]: int(line.split()[1]) for line in stdout.splitlines()
             if len(line.split()) == 2 and line.split()[1].isdigit()}

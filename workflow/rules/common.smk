@@ -36,8 +36,11 @@ wildcard_constraints:
 def resolved_config_path():
     """The validated config (defaults filled) that every CLI call reads.
 
-    Written at parse time, and only when its content changes, so its timestamp does not
-    trigger reruns; rules declare the config sections they depend on as params instead.
+    Written at parse time, and only when its content changes. The science rules declare the
+    config sections they depend on as params (a digest), so a change reruns only what it
+    affects. The cheap figure rules take this file as an input: a checkout that holds the
+    committed figures but no results yet (a fresh clone) writes it anew, which makes the figures
+    out of date, so Snakemake runs the experiment instead of declaring them complete.
     """
     path = f"{RESULTS}/config.resolved.yaml"
     text = yaml.safe_dump(dict(config), sort_keys=True)
