@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import matplotlib
 
@@ -17,6 +18,17 @@ import seaborn as sns  # noqa: E402
 from . import io  # noqa: E402
 
 
+@contextlib.contextmanager
+def _seeded_global_numpy(seed: int) -> Iterator[None]:
+    """Seed numpy's global generator for the block, then restore the caller's state."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def save_figure(fig: plt.Figure, table: pd.DataFrame, png_path: str | Path) -> list[Path]:
     """Write `fig` as PNG and PDF and `table` as CSV next to them, all atomically."""
     png_path = Path(png_path)
@@ -26,7 +38,9 @@ def save_figure(fig: plt.Figure, table: pd.DataFrame, png_path: str | Path) -> l
     for suffix in (".png", ".pdf"):
         target = png_path.with_suffix(suffix)
         with io.atomic_path(target) as tmp:
-            fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight")
+            # no creation date in the PDF: the same results give byte-identical files
+            metadata = {"CreationDate": None} if suffix == ".pdf" else None
+            fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight", metadata=metadata)
         written.append(target)
     written.append(io.save_table(table, png_path.with_suffix(".csv")))
     plt.close(fig)
@@ -220,8 +234,9 @@ def plot_hard_groups(steps: pd.DataFrame, summary: pd.DataFrame, method: str, pn
     sns.set_theme(style="whitegrid", context="notebook")
     fig, ax = plt.subplots(figsize=(1.3 * len(order) + 3, 4.2))
     sns.barplot(data=chosen, x="chosen by", y="steps", order=order, color="tab:blue", alpha=0.5, errorbar=None, ax=ax)
-    sns.stripplot(data=chosen, x="chosen by", y="steps", order=order, hue="censored", palette={False: "k", True: "tab:red"},
-                  marker="o", size=6, jitter=0.15, ax=ax)
+    with _seeded_global_numpy(0):  # seaborn draws the jitter from numpy's global generator
+        sns.stripplot(data=chosen, x="chosen by", y="steps", order=order, hue="censored",
+                      palette={False: "k", True: "tab:red"}, marker="o", size=6, jitter=0.15, ax=ax)
     ax.axhline(k_max, color="0.6", ls=":", lw=1)
     ax.set_ylabel(f"steps to unlearn ({method})")
     ax.set_xlabel("score that chose the group (top m) / random baseline")
