@@ -98,6 +98,18 @@ def test_summarise_keeps_censored():
         summarise_steps(records.drop(columns="censored"))
 
 
+def test_mia_auc_equals_sklearn_roc_auc_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    for members_n, others_n in [(50, 250), (1, 7), (300, 300)]:
+        members = np.round(rng.exponential(0.5, members_n), 1)  # rounding makes many ties
+        others = np.round(rng.exponential(1.0, others_n), 1)
+        truth = np.r_[np.ones(members_n), np.zeros(others_n)]
+        expected = roc_auc_score(truth, -np.r_[members, others])
+        assert loss_threshold_mia_auc(members, others) == pytest.approx(expected, abs=1e-12)
+
+
 def test_mia_auc():
     assert loss_threshold_mia_auc([0.1, 0.2], [1.0, 2.0]) == 1.0
     assert loss_threshold_mia_auc([1.0, 2.0], [0.1, 0.2]) == 0.0

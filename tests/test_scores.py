@@ -9,7 +9,8 @@ import pytest
 from perinstance import io, plan, proxies
 from perinstance.data import load_dataset
 from perinstance.retrain import holdout_predictions, lean_config, subset_dataset
-from perinstance.scores import forget_groups, group_members, proxy_table, rows_of
+from perinstance.groups import group_members, rows_of
+from perinstance.scores import forget_groups, proxy_table
 from perinstance.training import load_run_dynamics, train_run
 
 from conftest import tiny_config

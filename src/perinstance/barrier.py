@@ -72,7 +72,7 @@ def run_barrier_job(config: dict, score: str, group: str, groups_csv, original_w
     from . import io
     from .data import load_dataset
     from .retrain import load_model
-    from .scores import forget_rows
+    from .groups import forget_rows
     from .training import resolve_device
 
     spec = config["barrier"]

@@ -6,8 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 
 # scores compared in the correlation table, in display order
 CORRELATED_SCORES = ("privacy_loss", "privacy_loss_online", "el2n", "forgetting_events", "learning_speed",
@@ -15,6 +13,9 @@ CORRELATED_SCORES = ("privacy_loss", "privacy_loss_online", "el2n", "forgetting_
 
 
 def _threads(value: int) -> None:
+    # Imported here, not at the top: commands that only read tables and draw figures skip torch.
+    import torch
+
     torch.set_num_threads(max(1, value))
 
 

@@ -12,7 +12,6 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 
 _P_CLIP = 1e-12
 SUMMARY_KEYS = ["score", "group", "method"]
@@ -117,8 +116,12 @@ def loss_threshold_mia_auc(member_losses: np.ndarray, nonmember_losses: np.ndarr
         raise ValueError("both member and non-member losses are needed")
     if not (np.all(np.isfinite(members)) and np.all(np.isfinite(nonmembers))):
         raise ValueError("losses must be finite")
-    truth = np.r_[np.ones(members.size), np.zeros(nonmembers.size)]
-    return float(roc_auc_score(truth, -np.r_[members, nonmembers]))
+    # Mann-Whitney form of the ROC AUC: P(member loss < non-member loss) + P(equal) / 2. (Not
+    # sklearn: importing sklearn.metrics costs every unlearning job ~1.7 s of start-up.)
+    others = np.sort(nonmembers)
+    above = others.size - np.searchsorted(others, members, side="right")
+    tied = np.searchsorted(others, members, side="right") - np.searchsorted(others, members, side="left")
+    return float((above.sum() + 0.5 * tied.sum()) / (members.size * others.size))
 
 
 def mia_auc_gap(unlearned_forget_losses: np.ndarray, unlearned_test_losses: np.ndarray,

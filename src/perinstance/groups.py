@@ -23,10 +23,13 @@ Groups built from different scores may share members.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
+
+from . import io
 
 KINDS = ("low", "mid", "high")
 COLUMNS = ["score", "group", "index", "label", "rank"]
@@ -235,3 +238,29 @@ def random_groups(table: pd.DataFrame, *, size: int, count: int, seed: int,
     out = pd.concat(frames, ignore_index=True) if frames else base.iloc[:0].assign(score="", group="")
     out["rank"] = pd.array([pd.NA] * len(out), dtype="Int64")
     return out[COLUMNS]
+
+
+# --------------------------------------------------------------------------- reading groups.csv
+
+
+def forget_rows(dataset, groups_csv: str | Path, score: str, group: str) -> np.ndarray:
+    """Sorted rows of the dataset's training split that form one forget group of groups.csv."""
+    members = group_members(io.load_table(groups_csv), score, group)
+    return np.sort(rows_of(dataset.train.index.numpy(), members))
+
+
+def group_members(groups_table: pd.DataFrame, score: str, group: str) -> np.ndarray:
+    """Dataset indices of one forget group."""
+    members = groups_table[(groups_table["score"] == score) & (groups_table["group"] == group)]["index"]
+    if members.empty:
+        raise ValueError(f"no forget group {score}/{group} in the groups table")
+    return members.to_numpy(np.int64)
+
+
+def rows_of(dataset_index: np.ndarray, members: np.ndarray) -> np.ndarray:
+    """Rows of the training split holding the given dataset indices."""
+    position = {int(i): row for row, i in enumerate(np.asarray(dataset_index).tolist())}
+    missing = [int(i) for i in members if int(i) not in position]
+    if missing:
+        raise ValueError(f"forget group members {missing[:5]} are not in the training split")
+    return np.array([position[int(i)] for i in members], dtype=np.int64)

@@ -12,11 +12,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 @contextlib.contextmanager
@@ -41,7 +43,13 @@ def _write_with(path: str | Path, writer: Callable[[Path], Any]) -> Path:
     return Path(path)
 
 
+# torch is imported where used: table and figure jobs read and write files through this module
+# without paying torch's start-up.
+
+
 def save_torch(obj: Any, path: str | Path) -> Path:
+    import torch
+
     return _write_with(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -49,6 +57,8 @@ def load_state_dict(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    import torch
+
     return torch.load(path, map_location=map_location, weights_only=True)
 
 

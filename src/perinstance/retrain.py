@@ -113,7 +113,7 @@ def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, grou
     """
     from . import io
     from .plan import oracle_seed
-    from .scores import forget_rows
+    from .groups import forget_rows
     from .training import resolve_device
     from .unlearning import rows_subset, split_metrics
 
@@ -144,7 +144,7 @@ def run_spawned_oracle(config: dict[str, Any], score: str, group: str, groups_cs
     """
     from . import io
     from .plan import oracle_seed
-    from .scores import forget_rows
+    from .groups import forget_rows
     from .training import load_checkpoint_index
 
     spawn_epoch = config["barrier"]["spawn_epoch"]

@@ -253,24 +253,3 @@ def forget_groups(config: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
     return table[["score", "group", "ranks", "index", "label", "rank"]]
 
 
-def forget_rows(dataset, groups_csv: str | Path, score: str, group: str) -> np.ndarray:
-    """Sorted rows of the dataset's training split that form one forget group of groups.csv."""
-    members = group_members(io.load_table(groups_csv), score, group)
-    return np.sort(rows_of(dataset.train.index.numpy(), members))
-
-
-def group_members(groups_table: pd.DataFrame, score: str, group: str) -> np.ndarray:
-    """Dataset indices of one forget group."""
-    members = groups_table[(groups_table["score"] == score) & (groups_table["group"] == group)]["index"]
-    if members.empty:
-        raise ValueError(f"no forget group {score}/{group} in the groups table")
-    return members.to_numpy(np.int64)
-
-
-def rows_of(dataset_index: np.ndarray, members: np.ndarray) -> np.ndarray:
-    """Rows of the training split holding the given dataset indices."""
-    position = {int(i): row for row, i in enumerate(np.asarray(dataset_index).tolist())}
-    missing = [int(i) for i in members if int(i) not in position]
-    if missing:
-        raise ValueError(f"forget group members {missing[:5]} are not in the training split")
-    return np.array([position[int(i)] for i in members], dtype=np.int64)

@@ -176,7 +176,7 @@ def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: s
     from .evaluation import oracle_band
     from .plan import original_seed
     from .retrain import load_model
-    from .scores import forget_rows
+    from .groups import forget_rows
     from .training import resolve_device
 
     dataset = load_dataset(**config["dataset"])
