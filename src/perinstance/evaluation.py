@@ -119,9 +119,9 @@ def loss_threshold_mia_auc(member_losses: np.ndarray, nonmember_losses: np.ndarr
     # Mann-Whitney form of the ROC AUC: P(member loss < non-member loss) + P(equal) / 2. (Not
     # sklearn: importing sklearn.metrics costs every unlearning job ~1.7 s of start-up.)
     others = np.sort(nonmembers)
-    above = others.size - np.searchsorted(others, members, side="right")
-    tied = np.searchsorted(others, members, side="right") - np.searchsorted(others, members, side="left")
-    return float((above.sum() + 0.5 * tied.sum()) / (members.size * others.size))
+    not_above = np.searchsorted(others, members, side="right")
+    tied = not_above - np.searchsorted(others, members, side="left")
+    return float(((others.size - not_above).sum() + 0.5 * tied.sum()) / (members.size * others.size))
 
 
 def mia_auc_gap(unlearned_forget_losses: np.ndarray, unlearned_test_losses: np.ndarray,
