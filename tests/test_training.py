@@ -180,3 +180,125 @@ def test_sgld_adds_noise_of_variance_two_lr_over_beta(dataset, tmp_path):
     noise = torch.cat([(b[k] - a[k]).flatten() for k in a])
     assert noise.std().item() == pytest.approx(math.sqrt(2 * 0.1 / beta), rel=0.1)
     assert abs(noise.mean().item()) < 0.1 * math.sqrt(2 * 0.1 / beta)
+
+
+# ----------------------------------------------------------------------- resume, divergence, overwrites
+
+
+def _same_weights(a_dir, b_dir) -> bool:
+    a, b = io.load_state_dict(a_dir / "model.pt"), io.load_state_dict(b_dir / "model.pt")
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_partial_run_of_another_learning_rate_is_not_resumed(dataset, tmp_path, capsys):
+    config, faster = tiny_config(), tiny_config()
+    faster["training"]["lr"] = 0.2
+    straight = train_run(faster, 0, tmp_path / "straight", progress=False, dataset=dataset)
+    out = tmp_path / "seed0"
+    train_run(config, 0, out, progress=False, dataset=dataset, stop_after_epoch=1)
+    capsys.readouterr()
+    train_run(faster, 0, out, progress=False, dataset=dataset)
+    err = capsys.readouterr().err
+    assert f"discarding the partial run in {io.partial_dir(out)}: it was started with a different configuration" in err
+    assert "resuming" not in err
+    assert _same_weights(straight, out)
+    assert io.load_json(out / "summary.json")["training"]["lr"] == 0.2
+    assert np.array_equal(load_run_dynamics(straight)["presentation_loss"], load_run_dynamics(out)["presentation_loss"])
+
+
+def test_partial_run_on_other_training_rows_is_not_resumed(dataset, tmp_path, capsys):
+    """Oracles of two forget groups share config and seed; only the rows they train on differ."""
+    from perinstance.retrain import subset_dataset
+
+    config = tiny_config()
+    keep_a, keep_b = np.ones(len(dataset.train), bool), np.ones(len(dataset.train), bool)
+    keep_a[:10], keep_b[10:20] = False, False
+    straight = train_run(config, 0, tmp_path / "straight", progress=False, dataset=subset_dataset(dataset, keep_b))
+    out = tmp_path / "oracle.run"
+    train_run(config, 0, out, progress=False, dataset=subset_dataset(dataset, keep_a), stop_after_epoch=1)
+    train_run(config, 0, out, progress=False, dataset=subset_dataset(dataset, keep_b))
+    assert "different configuration, seed, training data" in capsys.readouterr().err
+    assert _same_weights(straight, out)
+
+
+def test_corrupt_resume_state_starts_afresh(finished_run, dataset, tmp_path, capsys):
+    config, straight = finished_run
+    out = tmp_path / "seed0"
+    work = train_run(config, 0, out, progress=False, dataset=dataset, stop_after_epoch=1)
+    resume = work / "resume.pt"
+    resume.write_bytes(resume.read_bytes()[: resume.stat().st_size // 2])
+    train_run(config, 0, out, progress=False, dataset=dataset)
+    assert "resume.pt cannot be read (truncated or corrupt)" in capsys.readouterr().err
+    assert _same_weights(straight, out) and not work.exists()
+
+
+def test_resume_state_without_fingerprint_starts_afresh(finished_run, dataset, tmp_path, capsys):
+    config, straight = finished_run
+    out = tmp_path / "seed0"
+    work = train_run(config, 0, out, progress=False, dataset=dataset, stop_after_epoch=1)
+    state = torch.load(work / "resume.pt", weights_only=True)
+    del state["fingerprint"]
+    torch.save(state, work / "resume.pt")
+    train_run(config, 0, out, progress=False, dataset=dataset)
+    assert "carries no run fingerprint" in capsys.readouterr().err
+    assert _same_weights(straight, out)
+
+
+def test_run_fingerprint_covers_what_determines_the_run(dataset):
+    from perinstance.retrain import subset_dataset
+    from perinstance.training import _run_fingerprint
+
+    config, cpu = tiny_config(), torch.device("cpu")
+    base = _run_fingerprint(config, 0, dataset, cpu, None)
+    assert _run_fingerprint(tiny_config(), 0, dataset, cpu, None) == base
+    momentum = tiny_config()
+    momentum["training"]["momentum"] = 0.5
+    keep = np.ones(len(dataset.train), bool)
+    keep[0] = False
+    weights = {"w": torch.zeros(3)}
+    others = {
+        _run_fingerprint(momentum, 0, dataset, cpu, None),
+        _run_fingerprint(config, 1, dataset, cpu, None),
+        _run_fingerprint(config, 0, subset_dataset(dataset, keep), cpu, None),
+        _run_fingerprint(config, 0, dataset, cpu, weights),
+        _run_fingerprint(config, 0, dataset, cpu, {"w": torch.ones(3)}),
+    }
+    assert base not in others and len(others) == 5
+
+
+def test_diverged_run_raises_and_publishes_nothing(dataset, tmp_path):
+    from perinstance.training import DivergedRun
+
+    config = tiny_config()
+    config["training"]["lr"] = 1e6
+    out = tmp_path / "seed4"
+    with pytest.raises(DivergedRun, match=r"seed 4: non-finite .* epoch 1 of 3, at step \d+; lower config key "
+                                          r"training\.lr \(now 1000000\.0\)"):
+        train_run(config, 4, out, progress=False, dataset=dataset)
+    assert not out.exists() and not io.partial_dir(out).exists()
+
+
+def test_train_refuses_to_replace_what_it_did_not_create(finished_run, dataset, tmp_path):
+    config, _ = finished_run
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("precious")
+    with pytest.raises(io.RefusedOverwrite, match="--force"):
+        train_run(config, 0, out, progress=False, dataset=dataset)
+    assert (out / "notes.txt").read_text() == "precious" and not io.partial_dir(out).exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("precious")
+    with pytest.raises(io.RefusedOverwrite, match="existing file"):
+        train_run(config, 0, a_file, progress=False, dataset=dataset)
+    assert a_file.read_text() == "precious"
+    train_run(config, 0, out, progress=False, dataset=dataset, force=True)
+    assert not (out / "notes.txt").exists() and (out / "model.pt").is_file()
+
+
+def test_train_replaces_its_own_previous_run(finished_run, dataset, tmp_path):
+    config, straight = finished_run
+    out = tmp_path / "seed0"
+    train_run(config, 1, out, progress=False, dataset=dataset)
+    assert io.is_run_dir(out) and not _same_weights(straight, out)
+    train_run(config, 0, out, progress=False, dataset=dataset)
+    assert _same_weights(straight, out)

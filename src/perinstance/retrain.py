@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +50,15 @@ def lean_config(config: dict[str, Any], epochs: int | None = None) -> dict[str, 
 
 
 def train_on_subset(config: dict[str, Any], seed: int, keep: np.ndarray, out_dir: str | Path, *,
-                    dataset: Dataset | None = None, epochs: int | None = None, progress: bool = True) -> Path:
-    """Train with the experiment's recipe on the rows of the training split where `keep` holds."""
+                    dataset: Dataset | None = None, epochs: int | None = None, progress: bool = True,
+                    force: bool = False) -> Path:
+    """Train with the experiment's recipe on the rows of the training split where `keep` holds.
+
+    `force` lets the run replace whatever is at `out_dir` (see train_run).
+    """
     dataset = dataset if dataset is not None else load_dataset(**config["dataset"])
     return train_run(lean_config(config, epochs), seed, out_dir, progress=progress,
-                     dataset=subset_dataset(dataset, keep))
+                     dataset=subset_dataset(dataset, keep), force=force)
 
 
 def load_model(config: dict[str, Any], dataset: Dataset, weights: str | Path,
@@ -71,15 +74,23 @@ def load_model(config: dict[str, Any], dataset: Dataset, weights: str | Path,
 
 
 def discard_run(run_dir: str | Path) -> None:
-    """Remove a run directory whose result has been distilled into a smaller file."""
-    shutil.rmtree(run_dir, ignore_errors=True)
+    """Remove a run directory whose result has been distilled into a smaller file.
+
+    Only a run directory the project published (io.RUN_MARKER) is removed; anything else at
+    `run_dir` raises io.RefusedOverwrite and is left as it is.
+    """
+    from .io import remove_path
+
+    remove_path(run_dir)
 
 
 def holdout_predictions(config: dict[str, Any], model_id: int, out_path: str | Path, *,
-                        progress: bool = True) -> Path:
+                        progress: bool = True, force: bool = False) -> Path:
     """Train C-score holdout model `model_id` and save its true-label probabilities on all of D.
 
     Writes an npz with `trained_on` (bool [n]), `prob_true` (float32 [n]) and `train_index`.
+    The model is trained in the sibling directory `<out_path>.run`, which `force` lets replace
+    something the project did not create.
     """
     from . import io
     from .proxies import holdout_mask
@@ -93,7 +104,7 @@ def holdout_predictions(config: dict[str, Any], model_id: int, out_path: str | P
     run_dir = out_path.with_suffix(".run")
     seed = holdout_seed(model_id)
     train_on_subset(config, seed, trained_on, run_dir, dataset=dataset, epochs=proxies["holdout_epochs"],
-                    progress=progress)
+                    progress=progress, force=force)
     device = resolve_device(config["device"])
     model = load_model(config, dataset, run_dir / "model.pt", device)
     logits = predict_logits(model, dataset.train.x, config["training"]["eval_batch_size"], device)
@@ -105,11 +116,12 @@ def holdout_predictions(config: dict[str, Any], model_id: int, out_path: str | P
 
 
 def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, groups_csv: str | Path,
-               model_out: str | Path, eval_out: str | Path, *, progress: bool = True) -> Path:
+               model_out: str | Path, eval_out: str | Path, *, progress: bool = True, force: bool = False) -> Path:
     """Retrain oracle `oracle` from scratch on D minus the forget group; save its weights and evaluation.
 
     The evaluation npz holds per-example `forget_losses`, `forget_phi`, `forget_correct` (in the
     order of `forget_index`) and `test_losses`, `test_correct` on the full test split.
+    The model is trained in the sibling directory `<eval_out>.run` (`force`: see holdout_predictions).
     """
     from . import io
     from .plan import oracle_seed
@@ -122,7 +134,7 @@ def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, grou
     keep = np.ones(len(dataset.train), dtype=bool)
     keep[rows] = False
     run_dir = Path(eval_out).with_suffix(".run")
-    train_on_subset(config, oracle_seed(oracle), keep, run_dir, dataset=dataset, progress=progress)
+    train_on_subset(config, oracle_seed(oracle), keep, run_dir, dataset=dataset, progress=progress, force=force)
     device = resolve_device(config["device"])
     model = load_model(config, dataset, run_dir / "model.pt", device)
     batch = config["training"]["eval_batch_size"]
@@ -137,10 +149,12 @@ def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, grou
 
 
 def run_spawned_oracle(config: dict[str, Any], score: str, group: str, groups_csv: str | Path,
-                       original_run: str | Path, model_out: str | Path, *, progress: bool = True) -> Path:
+                       original_run: str | Path, model_out: str | Path, *, progress: bool = True,
+                       force: bool = False) -> Path:
     """Oracle spawned from the original's checkpoint at epoch `barrier.spawn_epoch`, trained on D minus G.
 
     It shares the original's early trajectory, so both endpoints of the barrier path sit in one basin.
+    The model is trained in the sibling directory `<model_out>.run` (`force`: see holdout_predictions).
     """
     from . import io
     from .plan import oracle_seed
@@ -164,7 +178,7 @@ def run_spawned_oracle(config: dict[str, Any], score: str, group: str, groups_cs
     run_dir = Path(model_out).with_suffix(".run")
     train_run(lean_config(config, epochs - spawn_epoch), oracle_seed(0), run_dir, progress=progress,
               dataset=subset_dataset(dataset, keep),
-              init_state=io.load_state_dict(original_run / at["file"].iloc[0]))
-    shutil.copyfile(run_dir / "model.pt", model_out)
+              init_state=io.load_state_dict(original_run / at["file"].iloc[0]), force=force)
+    io.copy_file(run_dir / "model.pt", model_out)
     discard_run(run_dir)
     return Path(model_out)

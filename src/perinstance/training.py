@@ -15,6 +15,7 @@ state saved there after every epoch lets an interrupted run continue bit-identic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -36,6 +37,13 @@ from .models import build_model
 from .pergrad import loss_backward_with_norms
 
 RESUME_FILE = "resume.pt"
+DYNAMICS_KEYS = ("presentation_step", "presentation_example", "presentation_correct", "presentation_loss",
+                 "presentation_grad_norm", "lr", "steps_per_epoch", "batch_size", "train_index", "train_label",
+                 "early_epoch", "early_logits")
+
+
+class DivergedRun(ValueError):
+    """Training produced a non-finite loss or weight; the message names the seed, the step and the config key."""
 
 
 # --------------------------------------------------------------------------- schedules
@@ -213,21 +221,99 @@ def _history_row(model, dataset: Dataset, epoch: int, step: int, batch_size: int
     return row
 
 
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _split_fingerprint(split: Split) -> str:
+    # Indices and labels identify which examples a run saw (a subset for holdouts and oracles);
+    # the pixels follow from them and the dataset config, which the run fingerprint also holds.
+    h = hashlib.sha256(json.dumps({"x": list(split.x.shape), "dtype": str(split.x.dtype)}).encode())
+    h.update(_tensor_bytes(split.index.to(torch.int64)))
+    h.update(_tensor_bytes(split.y.to(torch.int64)))
+    return h.hexdigest()
+
+
+def _state_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(state):
+        tensor = state[key]
+        h.update(json.dumps([key, str(tensor.dtype), list(tensor.shape)]).encode())
+        h.update(_tensor_bytes(tensor))
+    return h.hexdigest()
+
+
+def _run_fingerprint(config: dict[str, Any], seed: int, dataset: Dataset, device: torch.device,
+                     init_state: dict[str, torch.Tensor] | None) -> str:
+    """sha256 of everything that determines a run's numbers: a resume state must carry the same one."""
+    payload = {
+        "dataset": config["dataset"], "model": config["model"], "training": config["training"],
+        "device": config["device"], "device_type": device.type,  # generator states are per device type
+        "seed": seed, "train": _split_fingerprint(dataset.train), "test": _split_fingerprint(dataset.test),
+        "init_state": None if init_state is None else _state_fingerprint(init_state),
+    }
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=repr)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+_RESUME_KEYS = frozenset({"fingerprint", "model", "optimizer", "batch_gen", "noise_gen", "recorder", "history",
+                          "checkpoint_rows", "early_logits", "epoch", "elapsed"})
+
+
+def _read_resume(work: Path, fingerprint: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The resume state in `work` if it belongs to this run, else (None, why it is not used)."""
+    path = work / RESUME_FILE
+    if not path.is_file():
+        return None, "it holds no finished epoch"
+    try:
+        state = io.load_torch(path)
+    except io.CorruptArtefact:
+        return None, f"its {RESUME_FILE} cannot be read (truncated or corrupt)"
+    if not isinstance(state, dict) or "fingerprint" not in state:
+        return None, f"its {RESUME_FILE} carries no run fingerprint (written by an older version)"
+    if state["fingerprint"] != fingerprint:
+        return None, "it was started with a different configuration, seed, training data or initial weights"
+    if not _RESUME_KEYS <= set(state):
+        return None, f"its {RESUME_FILE} is incomplete"
+    return state, None
+
+
+def _divergence(recorder: _Recorder, first: int, model: torch.nn.Module) -> tuple[str, int | None] | None:
+    """What became non-finite in the epoch whose presentations start at `first`, and at which step."""
+    if len(recorder.loss) > first:
+        losses = torch.cat(recorder.loss[first:])
+        bad = ~torch.isfinite(losses)
+        if bad.any():
+            return "training loss", int(torch.cat(recorder.step[first:])[bad][0])
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            return f"weight {name!r}", None
+    return None
+
+
 def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progress: bool = True,
               dataset: Dataset | None = None, stop_after_epoch: int | None = None,
-              init_state: dict[str, torch.Tensor] | None = None) -> Path:
+              init_state: dict[str, torch.Tensor] | None = None, force: bool = False) -> Path:
     """Train one original model and publish its run directory at `out_dir`.
 
     `config` must be validated (perinstance.config). `stop_after_epoch` simulates an
     interruption (tests): the run stops after that epoch, leaving only its resume state.
     `init_state` starts from given weights instead of the seed's initialization (spawned runs).
+    A partial run is resumed only if its fingerprint (config, seed, training data, initial
+    weights) matches; otherwise it is discarded with a note on stderr. An existing `out_dir`
+    is replaced only if it is a run directory of this project, unless `force`
+    (io.RefusedOverwrite). A run whose loss or weights become non-finite raises DivergedRun and
+    publishes nothing.
     """
     out_dir = Path(out_dir)
     work = io.partial_dir(out_dir)
-    (work / "checkpoints").mkdir(parents=True, exist_ok=True)
+    io.check_replaceable(out_dir, force=force)  # refuse before training, not after
+    if work.exists() or work.is_symlink():
+        io.check_replaceable(work, force=force)
     training = config["training"]
     device = resolve_device(config["device"])
     dataset = dataset if dataset is not None else load_dataset(**config["dataset"])
+    fingerprint = _run_fingerprint(config, seed, dataset, device, init_state)
     train: Split = dataset.train
     n = len(train)
     spe = steps_per_epoch(n, training["batch_size"], training["sampling"])
@@ -235,33 +321,54 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
     save_at = set(checkpoint_steps(training["checkpoints"], spe, training["epochs"]))
     el2n_epoch = early_epoch(training)
 
-    model = _initial_model(config, dataset, seed)
-    if init_state is not None:
-        model.load_state_dict(init_state)
-    model = model.to(device)
-    optimizer = torch.optim.SGD(
-        model.parameters(), lr=training["lr"], momentum=training["momentum"],
-        weight_decay=training["weight_decay"],
-    )
-    batch_gen = torch.Generator().manual_seed(seed)
-    noise_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003)
+    def fresh_work_dir(why: str) -> None:
+        if work.exists() or work.is_symlink():
+            if work.is_dir() and any(work.iterdir()):
+                print(f"discarding the partial run in {work}: {why}", file=sys.stderr)
+            io.remove_path(work, force=True)  # checked above: a marked run, empty, or forced
+        (work / "checkpoints").mkdir(parents=True)
+        io.write_run_marker(work, "training run", fingerprint)
+
+    def fresh_state():
+        model = _initial_model(config, dataset, seed)
+        if init_state is not None:
+            model.load_state_dict(init_state)
+        model = model.to(device)
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=training["lr"], momentum=training["momentum"],
+            weight_decay=training["weight_decay"],
+        )
+        batch_gen = torch.Generator().manual_seed(seed)
+        noise_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003)
+        return model, optimizer, batch_gen, noise_gen
+
+    resume_path = work / RESUME_FILE
+    state, why = _read_resume(work, fingerprint) if io.is_run_dir(work) else (None, "it is not a marked run")
+    if state is None:
+        fresh_work_dir(why)
+    model, optimizer, batch_gen, noise_gen = fresh_state()
     recorder = _Recorder.empty()
     history: list[dict] = []
     checkpoint_rows: list[dict] = []
     early_logits = torch.empty(0)
     start_epoch, elapsed = 0, 0.0
 
-    resume_path = work / RESUME_FILE
-    if resume_path.is_file():
-        state = torch.load(resume_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        batch_gen.set_state(state["batch_gen"])
-        noise_gen.set_state(state["noise_gen"])
-        recorder = _Recorder.from_state(state["recorder"])
-        history, checkpoint_rows = state["history"], state["checkpoint_rows"]
-        early_logits, start_epoch, elapsed = state["early_logits"], state["epoch"], state["elapsed"]
-        print(f"resuming seed {seed} after epoch {start_epoch}", file=sys.stderr)
+    if state is not None:
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            batch_gen.set_state(state["batch_gen"])
+            noise_gen.set_state(state["noise_gen"])
+            recorder = _Recorder.from_state(state["recorder"])
+            history, checkpoint_rows = list(state["history"]), list(state["checkpoint_rows"])
+            early_logits, start_epoch, elapsed = state["early_logits"], int(state["epoch"]), float(state["elapsed"])
+        except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as err:
+            fresh_work_dir(f"its {RESUME_FILE} does not fit this run ({type(err).__name__})")
+            model, optimizer, batch_gen, noise_gen = fresh_state()
+            recorder, history, checkpoint_rows = _Recorder.empty(), [], []
+            early_logits, start_epoch, elapsed = torch.empty(0), 0, 0.0
+        else:
+            print(f"resuming seed {seed} after epoch {start_epoch}", file=sys.stderr)
 
     def save_checkpoint(step: int) -> None:
         name = f"checkpoints/step_{step:07d}.pt"
@@ -279,6 +386,7 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
     model.train()
     for epoch in epochs:
         started = time.perf_counter()
+        first_presentation = len(recorder.loss)
         for i, batch in enumerate(epoch_batches(n, training["batch_size"], training["sampling"], batch_gen)):
             step = epoch * spe + i
             lr = float(lrs[step])
@@ -312,6 +420,17 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
                 save_checkpoint(step + 1)
         elapsed += time.perf_counter() - started
         done = epoch + 1
+        # Once per epoch is enough: a NaN never recovers, and a diverged run must not reach a resume state.
+        diverged = _divergence(recorder, first_presentation, model)
+        if diverged is not None:
+            what, step = diverged
+            at = f"step {step}" if step is not None else f"the end of the epoch (step {done * spe})"
+            io.remove_path(work)
+            raise DivergedRun(
+                f"training diverged for seed {seed}: non-finite {what} in epoch {done} of {training['epochs']}, "
+                f"at {at}; lower config key training.lr (now {training['lr']!r}) or check training.momentum "
+                f"and training.lr_schedule. Nothing was published to {out_dir}"
+            )
         if done == el2n_epoch:
             early_logits = predict_logits(model, train.x, training["eval_batch_size"], device)
         if done % training["eval_every_epochs"] == 0 or done == training["epochs"]:
@@ -321,6 +440,7 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
             tqdm.write(json.dumps(row), file=sys.stderr)
         io.save_torch(
             {
+                "fingerprint": fingerprint,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "batch_gen": batch_gen.get_state(), "noise_gen": noise_gen.get_state(),
                 "recorder": recorder.state(), "history": history, "checkpoint_rows": checkpoint_rows,
@@ -334,7 +454,7 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
     _write_outputs(work, config, seed, dataset, model, recorder, lrs, spe, el2n_epoch, early_logits,
                    history, checkpoint_rows, elapsed, device)
     resume_path.unlink()
-    return io.publish_dir(work, out_dir)
+    return io.publish_dir(work, out_dir, force=force)
 
 
 def _write_outputs(work: Path, config, seed, dataset: Dataset, model, recorder: _Recorder, lrs, spe,
@@ -375,12 +495,16 @@ def _write_outputs(work: Path, config, seed, dataset: Dataset, model, recorder: 
 
 def load_run_dynamics(run_dir: str | Path) -> dict[str, np.ndarray]:
     """The dynamics.npz of a finished run directory."""
-    return io.load_npz(Path(run_dir) / "dynamics.npz")
+    return io.load_npz(Path(run_dir) / "dynamics.npz", required=DYNAMICS_KEYS)
 
 
 def load_checkpoint_index(run_dir: str | Path) -> pd.DataFrame:
     run_dir = Path(run_dir)
     index = io.load_table(run_dir / "checkpoints.csv")
+    absent = [c for c in ("step", "epoch", "file") if c not in index.columns]
+    if absent:
+        raise io.CorruptArtefact(f"{run_dir / 'checkpoints.csv'}: missing column(s) {', '.join(absent)}; "
+                                 "delete the run directory and rerun")
     missing = [f for f in index["file"] if not (run_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(f"run {run_dir} lists checkpoints that do not exist: {missing[:3]}")
