@@ -87,3 +87,51 @@ def test_every_schema_key_has_a_description_and_objects_reject_unknown_keys():
                 walk(sub, f"{path}{name}.")
 
     walk(schema, "")
+
+
+def test_schema_names_exactly_the_registered_components():
+    from perinstance.config import DATASET_SIZES, load_schema
+    from perinstance.data import available_datasets
+    from perinstance.models import available_models
+    from perinstance.unlearning import METHODS
+
+    properties = load_schema()["properties"]
+    assert sorted(properties["dataset"]["properties"]["name"]["enum"]) == available_datasets()
+    assert sorted(DATASET_SIZES) == available_datasets()
+    assert sorted(properties["model"]["properties"]["name"]["enum"]) == available_models()
+    for section, key in (("unlearning", "methods"), ("unlearning", "proxy_methods"), ("barrier", "methods")):
+        assert properties[section]["properties"][key]["items"]["enum"] == list(METHODS), (section, key)
+
+
+@pytest.mark.parametrize("dataset", [
+    {"name": "mnist5k"}, {"name": "digits"}, {"name": "digits", "test_fraction": 0.33, "n_train": 500},
+    {"name": "synthetic", "test_fraction": 0.25, "synthetic": {"n": 241, "num_classes": 3}},
+])
+def test_train_size_matches_the_loaded_dataset(dataset):
+    from perinstance.config import train_size
+    from perinstance.data import load_dataset
+
+    spec = validate_config({"experiment": "x", "dataset": dataset})["dataset"]
+    assert train_size(spec) == len(load_dataset(**spec).train)
+
+
+def test_plan_rules_report_every_broken_key_at_once():
+    with pytest.raises(ConfigError) as err:
+        validate_config({"experiment": "x", "unlearning": {"k_max": 10, "eval_every": 50, "methods": ["finetune"]},
+                         "barrier": {"methods": ["sgld"]}})
+    assert "'unlearning.k_max'" in str(err.value) and "'barrier.methods'" in str(err.value)
+
+
+def test_duplicate_keys_name_file_and_line(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("experiment: x\nseeds: [0]\nseeds: [1]\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml, line 3: duplicate key 'seeds'"):
+        load_config(path)
+
+
+def test_torchvision_sizes_are_the_official_training_splits():
+    # the table is used before any download; these are the datasets' published sizes
+    from perinstance.config import DATASET_SIZES
+
+    assert DATASET_SIZES["cifar10"] == ("train", 50_000) and DATASET_SIZES["svhn"] == ("train", 73_257)
+    assert DATASET_SIZES["mnist"] == DATASET_SIZES["fashionmnist"] == ("train", 60_000)
