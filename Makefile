@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# --rerun-incomplete: after an interrupt (Ctrl-C, a killed job) `make figures` again redoes the
+# jobs that were cut off instead of stopping at Snakemake's IncompleteFilesException
 figures: install
-	$(RUN) snakemake --cores $(CORES)
+	$(RUN) snakemake --cores $(CORES) --rerun-incomplete
 
 report: figures
 	$(RUN) snakemake --cores $(CORES) --report report.html

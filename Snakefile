@@ -2,9 +2,8 @@
 # Run:  snakemake --cores 2                      (default experiment, config.yaml)
 #       snakemake --cores 2 --configfile workflow/configs/test.yaml
 # The package under src/ holds the science; the rules only wire files and resources.
-
-
-configfile: "config.yaml"
+# There is no `configfile:` directive on purpose: a --configfile is read on its own, never merged
+# over config.yaml (workflow/rules/common.smk, experiment_config).
 
 
 include: "workflow/rules/common.smk"
@@ -19,4 +18,7 @@ include: "workflow/rules/figures.smk"
 rule all:
     input:
         figure_targets(),
+        # The figures' inputs as targets too: a fresh clone holds the committed figures but no
+        # results, and Snakemake never rebuilds the missing inputs of an output that exists.
+        figure_sources(),
     default_target: True

@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
+
+from perinstance.config import load_config, validate_config
+from perinstance.scores import privacy_tables
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "workflow/configs/test.yaml"
 
 
-def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    # the Snakefile's `configfile: "config.yaml"` is relative to the working directory
+def _command(*args: str, cwd: Path) -> tuple[list[str], dict]:
+    """Snakemake on this repository's Snakefile, from `cwd`; without --configfile it reads cwd/config.yaml."""
+    # rules call `python -m perinstance`: the interpreter running the tests comes first on PATH
     if not (cwd / "config.yaml").exists():
         shutil.copy(REPO / "config.yaml", cwd / "config.yaml")
-    env = dict(os.environ)
-    # rules call `python -m perinstance`: make it the interpreter running the tests
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(cwd), *args]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd),
+            *args], env
+
+
+def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    command, env = _command(*args, cwd=cwd)
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -89,9 +98,44 @@ def test_bad_config_fails_before_running(tmp_path):
     assert "epochz" in result.stdout + result.stderr
 
 
-def test_tiny_workflow_end_to_end(tmp_path):
-    result = snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """The tiny workflow run once, with a second invocation of another config started while it runs."""
+    cwd = tmp_path_factory.mktemp("tiny")
+    modified = yaml.safe_load(TEST_CONFIG.read_text())
+    modified["privacy"]["beta"] = 50
+    modified["unlearning"]["k_max"] = 20
+    (cwd / "modified.yaml").write_text(yaml.safe_dump(modified))
+    command, env = _command("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=cwd)
+    first = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list((cwd / "results/test/configs").glob("*.yaml")):  # written once the run holds the lock
+        assert first.poll() is None and time.monotonic() < deadline, "the first run ended before it started jobs"
+        time.sleep(0.2)
+    second = snakemake("--cores", "1", "--configfile", str(cwd / "modified.yaml"), cwd=cwd)
+    output, _ = first.communicate(timeout=900)
+    return {"cwd": cwd, "returncode": first.returncode, "output": output, "second": second}
+
+
+def test_a_refused_second_invocation_changes_nothing(tiny_run):
+    cwd = tiny_run["cwd"]
+    assert tiny_run["returncode"] == 0, tiny_run["output"][-3000:]
+    second = tiny_run["second"]
+    assert second.returncode != 0 and "cannot be locked" in second.stdout + second.stderr
+    configs = list((cwd / "results/test/configs").glob("*.yaml"))
+    assert len(configs) == 1 and yaml.safe_load(configs[0].read_text()) == load_config(TEST_CONFIG)
+    # every job read the first run's config: k_max 40 and privacy losses at beta 200, recomputed here
+    steps = pd.read_csv(cwd / "results/test/steps.csv")
+    assert (steps["k_max"] == 40).all()
+    runs = [(s, cwd / f"results/test/train/seed{s}", cwd / f"results/test/privacy/seed{s}/norms.npz") for s in (0, 1)]
+    expected = privacy_tables(load_config(TEST_CONFIG), runs)["privacy"]
+    table = pd.read_parquet(cwd / "results/test/privacy/privacy_loss.parquet")
+    pd.testing.assert_frame_equal(table, expected)
+
+
+def test_tiny_workflow_end_to_end(tiny_run):
+    tmp_path = tiny_run["cwd"]
+    assert tiny_run["returncode"] == 0, tiny_run["output"][-3000:]
     figure_dir = tmp_path / "figures/test"
     for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
                    "F5_hard_groups", "F6_loss_barriers", "F7_robustness"):
@@ -117,14 +161,52 @@ def test_tiny_workflow_end_to_end(tmp_path):
         assert (run / "model.pt").is_file() and (run / "dynamics.npz").is_file()
         assert (tmp_path / f"results/test/logs/train/seed{seed}.log").is_file()
         assert (tmp_path / f"results/test/benchmarks/train/seed{seed}.tsv").is_file()
-    # the HTML report holds every figure
+    # the HTML report holds every figure, and making it touches no result
+    results_before = _tree(tmp_path / "results")
     report = snakemake("--configfile", str(TEST_CONFIG), "--report", "report.html", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
     for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
                    "F5_hard_groups", "F6_loss_barriers", "F7_robustness"):
         assert f"{figure}.png" in html, figure
+    assert _tree(tmp_path / "results") == results_before
     # a rerun finds everything complete and does nothing
     again = snakemake("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_config_change_reruns_only_what_reads_it(tiny_run):
+    cwd = tiny_run["cwd"]
+    changed = yaml.safe_load(TEST_CONFIG.read_text())
+    changed["unlearning"]["k_max"] = 30
+    (cwd / "changed.yaml").write_text(yaml.safe_dump(changed))
+    result = snakemake("-n", "--configfile", str(cwd / "changed.yaml"), cwd=cwd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = _job_counts(result.stdout)
+    assert jobs["unlearn"] == 7 and jobs["steps"] == 1
+    for untouched in ("train", "grad_norms", "privacy_loss", "holdout", "oracle", "groups"):
+        assert untouched not in jobs, untouched
+
+
+def _tree(directory: Path) -> dict[str, float]:
+    return {str(p.relative_to(directory)): p.stat().st_mtime_ns for p in directory.rglob("*")}
+
+
+def test_dry_run_lint_and_unlock_write_no_result(tmp_path):
+    for args in (["-n"], ["--lint"], ["--unlock"], ["-n", "--configfile", str(TEST_CONFIG)]):
+        result = snakemake(*args, cwd=tmp_path)
+        assert result.returncode == 0, (args, result.stderr[-2000:])
+    assert not (tmp_path / "results").exists() and not (tmp_path / "figures").exists()
+
+
+def test_a_configfile_stands_on_its_own(tmp_path):
+    # config.yaml sits in the working directory; keys the --configfile omits take the schema's defaults
+    minimal = tmp_path / "minimal.yaml"
+    minimal.write_text("experiment: minimal\n")
+    result = snakemake("-n", "-p", "--configfile", str(minimal), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = yaml.safe_dump(validate_config({"experiment": "minimal"}), sort_keys=True)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    assert f"results/minimal/configs/{digest}.yaml" in result.stdout
+    assert "results/default" not in result.stdout

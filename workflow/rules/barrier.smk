@@ -10,7 +10,7 @@ rule spawned_oracle:
     benchmark:
         f"{BENCHMARKS}/barriers/spawned_{{score}}_{{group}}.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("training", "barrier"),
     threads: config["threads"]
@@ -39,7 +39,7 @@ rule barrier:
     benchmark:
         f"{BENCHMARKS}/barriers/{{score}}_{{group}}.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         endpoints=lambda wildcards, input: " ".join(
             [f"unlearned_{m}={p}" for m, p in zip(BARRIER_METHODS, input.unlearned)] + [f"spawned_oracle={input.spawned}"]

@@ -3,14 +3,35 @@ import os
 import sys
 
 import yaml
-from snakemake.utils import validate
 
 
-validate(config, schema="../schemas/config.schema.yaml")
-
-# the plan module is standard-library only: the DAG and the package agree on every group name
+# The package's config and plan modules need only the standard library, jsonschema and PyYAML:
+# the DAG and the jobs validate with one validator and agree on every group and job name.
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from perinstance import plan  # noqa: E402
+from perinstance.config import ConfigError, merge_configs, read_config_file, validate_config  # noqa: E402
+
+
+def experiment_config():
+    """This invocation's config: its --configfile files (else ./config.yaml), then --config, validated.
+
+    Each file is read strictly (duplicate keys refused) and stands on its own: nothing is merged in
+    from config.yaml, so omitted keys take the schema's defaults. A bad value stops here, before the
+    DAG is built, with one line naming the file and the key.
+    """
+    files = [str(f) for f in workflow.overwrite_configfiles] or ["config.yaml"]
+    try:
+        raw = {}
+        for path in files:
+            raw = merge_configs(raw, read_config_file(path))
+        return validate_config(merge_configs(raw, dict(workflow.config_settings.overwrite_config or {})))
+    except ConfigError as err:
+        message = str(err)
+        sys.exit(message if message.startswith("config file") else f"config file {', '.join(files)}: {message}")
+
+
+config.clear()
+config.update(experiment_config())
 
 EXPERIMENT = config["experiment"]
 RESULTS = f"results/{EXPERIMENT}"
@@ -33,33 +54,39 @@ wildcard_constraints:
     group=r"[a-z0-9]+",
 
 
-def resolved_config_path():
-    """The validated config (defaults filled) that every CLI call reads.
-
-    Written at parse time, and only when its content changes. The science rules declare the
-    config sections they depend on as params (a digest), so a change reruns only what it
-    affects. The cheap figure rules take this file as an input: a checkout that holds the
-    committed figures but no results yet (a fresh clone) writes it anew, which makes the figures
-    out of date, so Snakemake runs the experiment instead of declaring them complete.
-    """
-    path = f"{RESULTS}/config.resolved.yaml"
-    text = yaml.safe_dump(dict(config), sort_keys=True)
-    if not os.path.exists(path) or open(path).read() != text:
-        os.makedirs(RESULTS, exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    return path
-
-
-CONFIG_FILE = resolved_config_path()
-
-
 def config_digest(*sections):
-    """Short hash of config sections: a params value that reruns a rule when they change."""
-    text = yaml.safe_dump({s: config[s] for s in sections}, sort_keys=True)
+    """Short hash of config sections (all of them when none are named): a params value that reruns
+    a rule when they change."""
+    chosen = {s: config[s] for s in sections} if sections else dict(config)
+    text = yaml.safe_dump(chosen, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+# Every job reads the config of the invocation that started it: a file named by the digest of its
+# content, so it never changes once written and another invocation (refused by the lock, a dry run,
+# a different config) cannot alter what a running workflow reads. It is written in `onstart`, which
+# Snakemake calls only for a real run after taking the lock; dry runs, --lint, --unlock and --report
+# write nothing.
+RUN_CONFIG = f"{RESULTS}/configs/{config_digest()}.yaml"
+
+
+def run_config(wildcards, input):
+    """The params value `config_file` of every rule that reads the config.
+
+    Its path changes with any config change. Taking `input` makes it a derived param, which
+    Snakemake leaves out of the params rerun trigger; the rule's `digest` param is what reruns it,
+    for the sections it reads only.
+    """
+    return RUN_CONFIG
+
+
+onstart:
+    if not os.path.exists(RUN_CONFIG):
+        os.makedirs(os.path.dirname(RUN_CONFIG), exist_ok=True)
+        tmp = f"{RUN_CONFIG}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            yaml.safe_dump(dict(config), fh, sort_keys=True)
+        os.replace(tmp, RUN_CONFIG)
 
 
 def train_run_dir(seed):
@@ -104,7 +131,7 @@ def unlearn_output(job, kind):
     return {"curve": f"{stem}.csv", "final": f"{stem}_final.npz"}[kind]
 
 
-BARRIER_METHODS = [m for m in config["barrier"]["methods"] if m in config["unlearning"]["methods"]]
+BARRIER_METHODS = config["barrier"]["methods"]  # a subset of unlearning.methods (validated)
 
 
 def barrier_unlearned_models(wildcards):
@@ -122,3 +149,15 @@ def figure_targets():
     if config["unlearning"]["proxy_methods"] and plan.comparison_groups(config):
         names.append("F5_hard_groups")
     return [f"{FIGURES}/{name}.png" for name in names]
+
+
+FIGURE_RULES = {"F0_training": "figure_training", "F1_privacy_loss": "figure_privacy",
+                "F4_proxy_correlation": "figure_proxies", "F6_loss_barriers": "figure_barriers",
+                "F7_robustness": "figure_robustness", "F2_steps_sgld": "figure_steps",
+                "F3_steps_finetune": "figure_steps", "F5_hard_groups": "figure_steps"}
+
+
+def figure_sources():
+    """Every input of the targeted figures' rules."""
+    names = {FIGURE_RULES[os.path.basename(path)[: -len(".png")]] for path in figure_targets()}
+    return sorted({str(path) for name in names for path in getattr(rules, name).input})

@@ -1,7 +1,6 @@
 rule figure_training:
     """F0: training curves of the original models, one line per seed."""
     input:
-        config_file=CONFIG_FILE,  # an input, not a param: see resolved_config_path
         runs=expand(f"{RESULTS}/train/seed{{seed}}", seed=SEEDS),
     output:
         png=report(f"{FIGURES}/F0_training.png", caption="../report/F0_training.rst", category="Training"),
@@ -12,21 +11,22 @@ rule figure_training:
     benchmark:
         f"{BENCHMARKS}/figures/F0_training.tsv"
     params:
+        config_file=run_config,
         cli=CLI,
+        digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
         "../../envs/plot.yaml"
     shell:
-        "{params.cli} figure-training --config {input.config_file} --runs {input.runs}"
+        "{params.cli} figure-training --config {params.config_file} --runs {input.runs}"
         " --out {output.png} > {log} 2>&1"
 
 
 rule figure_privacy:
     """F1: distribution of per-instance privacy losses and the most / least private examples."""
     input:
-        config_file=CONFIG_FILE,  # an input, not a param: see resolved_config_path
         scores=f"{RESULTS}/scores.parquet",
     output:
         png=report(f"{FIGURES}/F1_privacy_loss.png", caption="../report/F1_privacy_loss.rst", category="Privacy"),
@@ -37,21 +37,22 @@ rule figure_privacy:
     benchmark:
         f"{BENCHMARKS}/figures/F1_privacy_loss.tsv"
     params:
+        config_file=run_config,
         cli=CLI,
+        digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
         "../../envs/plot.yaml"
     shell:
-        "{params.cli} figure-privacy --config {input.config_file} --scores {input.scores}"
+        "{params.cli} figure-privacy --config {params.config_file} --scores {input.scores}"
         " --out {output.png} > {log} 2>&1"
 
 
 rule figure_proxies:
     """F4: correlation of privacy loss with the difficulty proxies."""
     input:
-        config_file=CONFIG_FILE,  # an input, not a param: see resolved_config_path
         scores=f"{RESULTS}/scores.parquet",
         correlations=f"{RESULTS}/proxies/correlations.csv",
     output:
@@ -63,14 +64,16 @@ rule figure_proxies:
     benchmark:
         f"{BENCHMARKS}/figures/F4_proxy_correlation.tsv"
     params:
+        config_file=run_config,
         cli=CLI,
+        digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
         "../../envs/plot.yaml"
     shell:
-        "{params.cli} figure-proxies --config {input.config_file} --scores {input.scores}"
+        "{params.cli} figure-proxies --config {params.config_file} --scores {input.scores}"
         " --correlations {input.correlations} --out {output.png} > {log} 2>&1"
 
 
@@ -84,7 +87,6 @@ STEP_FIGURES = {
 rule figure_steps:
     """F2 (SGLD), F3 (fine-tuning, L1-sparse): steps-to-unlearn per privacy-loss group; F5: hard groups."""
     input:
-        config_file=CONFIG_FILE,  # an input, not a param: see resolved_config_path
         steps=f"{RESULTS}/steps.csv",
         summary=f"{RESULTS}/steps_summary.csv",
         curves=f"{RESULTS}/curves.parquet",
@@ -99,7 +101,9 @@ rule figure_steps:
     wildcard_constraints:
         step_figure="|".join(STEP_FIGURES),
     params:
+        config_file=run_config,
         cli=CLI,
+        digest=config_digest(),  # figures are cheap: any config change redraws them
         kind=lambda wildcards: STEP_FIGURES[wildcards.step_figure]["kind"],
         methods=lambda wildcards: " ".join(STEP_FIGURES[wildcards.step_figure]["methods"]),
         label=lambda wildcards: STEP_FIGURES[wildcards.step_figure]["label"],
@@ -109,7 +113,7 @@ rule figure_steps:
     conda:
         "../../envs/plot.yaml"
     shell:
-        "{params.cli} figure-steps --config {input.config_file} --kind {params.kind} --methods {params.methods}"
+        "{params.cli} figure-steps --config {params.config_file} --kind {params.kind} --methods {params.methods}"
         " --figure {params.label:q} --steps {input.steps} --summary {input.summary} --curves {input.curves}"
         " --out {output.png} > {log} 2>&1"
 
@@ -117,7 +121,6 @@ rule figure_steps:
 rule figure_robustness:
     """F7: robustness of the privacy-loss ranking."""
     input:
-        config_file=CONFIG_FILE,  # an input, not a param: see resolved_config_path
         table=f"{RESULTS}/privacy/robustness.csv",
     output:
         png=report(f"{FIGURES}/F7_robustness.png", caption="../report/F7_robustness.rst", category="Privacy"),
@@ -128,20 +131,21 @@ rule figure_robustness:
     benchmark:
         f"{BENCHMARKS}/figures/F7_robustness.tsv"
     params:
+        config_file=run_config,
         cli=CLI,
+        digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
         "../../envs/plot.yaml"
     shell:
-        "{params.cli} figure-robustness --config {input.config_file} --table {input.table} --out {output.png} > {log} 2>&1"
+        "{params.cli} figure-robustness --config {params.config_file} --table {input.table} --out {output.png} > {log} 2>&1"
 
 
 rule figure_barriers:
     """F6: loss barriers per privacy-loss group and barrier height vs privacy loss."""
     input:
-        config_file=CONFIG_FILE,  # an input, not a param: see resolved_config_path
         paths=[f"{RESULTS}/barriers/{g.score}/{g.group}.parquet" for g in plan.privacy_groups(config)],
         scores=f"{RESULTS}/scores.parquet",
     output:
@@ -154,12 +158,15 @@ rule figure_barriers:
     benchmark:
         f"{BENCHMARKS}/figures/F6_loss_barriers.tsv"
     params:
+        config_file=run_config,
         cli=CLI,
+        digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
         runtime=10,
     conda:
         "../../envs/plot.yaml"
     shell:
-        "{params.cli} figure-barriers --config {input.config_file} --paths {input.paths} --scores {input.scores}"
+        "{params.cli} figure-barriers --config {params.config_file} --paths {input.paths} --scores {input.scores}"
         " --examples-out {output.examples} --out {output.png} > {log} 2>&1"
+

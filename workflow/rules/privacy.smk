@@ -9,7 +9,7 @@ rule grad_norms:
     benchmark:
         f"{BENCHMARKS}/privacy/grad_norms_seed{{seed}}.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("dataset", "model", "device"),
     threads: config["threads"]
@@ -37,7 +37,7 @@ rule privacy_loss:
     benchmark:
         f"{BENCHMARKS}/privacy/privacy_loss.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         out_dir=lambda wildcards, output: os.path.dirname(output.table),
         digest=config_digest("privacy"),
@@ -84,7 +84,7 @@ rule robustness:
     benchmark:
         f"{BENCHMARKS}/privacy/robustness.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("privacy", "groups"),
     resources:

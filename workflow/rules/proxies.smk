@@ -7,7 +7,7 @@ rule holdout:
     benchmark:
         f"{BENCHMARKS}/proxies/holdout_model{{model_id}}.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("dataset", "model", "training", "device", "proxies"),
     threads: config["threads"]
@@ -34,7 +34,7 @@ rule proxies:
     benchmark:
         f"{BENCHMARKS}/proxies/proxies.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         holdout=lambda wildcards, input: f"--holdout {input.holdout}" if input.holdout else "",
         digest=config_digest("proxies"),
@@ -59,7 +59,7 @@ rule correlations:
     benchmark:
         f"{BENCHMARKS}/proxies/correlations.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("proxies", "groups"),
     resources:

@@ -7,7 +7,7 @@ rule train:
     benchmark:
         f"{BENCHMARKS}/train/seed{{seed}}.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("dataset", "model", "training", "device"),
     threads: config["threads"]

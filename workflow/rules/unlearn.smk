@@ -9,7 +9,7 @@ rule groups:
     benchmark:
         f"{BENCHMARKS}/groups.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("groups"),
     resources:
@@ -33,7 +33,7 @@ rule oracle:
     benchmark:
         f"{BENCHMARKS}/oracles/{{score}}/{{group}}/seed{{oracle}}.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("dataset", "model", "training", "device"),
     threads: config["threads"]
@@ -64,7 +64,7 @@ rule unlearn:
     benchmark:
         f"{BENCHMARKS}/unlearn/{{method}}/{{score}}/{{group}}/seed{{useed}}.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("unlearning", "oracles"),
     threads: config["threads"]
@@ -98,7 +98,7 @@ rule steps:
     benchmark:
         f"{BENCHMARKS}/steps.tsv"
     params:
-        config_file=CONFIG_FILE,
+        config_file=run_config,
         cli=CLI,
         digest=config_digest("oracles", "unlearning"),
     resources:
