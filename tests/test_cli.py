@@ -26,8 +26,10 @@ def test_bad_config_key_is_reported_with_its_name(tmp_path, capsys):
     assert "training.epocks" in capsys.readouterr().err
 
 
-def test_run_directories_must_be_named_by_seed(tmp_path):
+def test_run_directories_must_be_named_by_seed(tmp_path, capsys):
     config = tmp_path / "c.yaml"
     config.write_text("experiment: x\n")
-    with pytest.raises(ValueError, match="seed<N>"):
-        main(["figure-training", "--config", str(config), "--runs", str(tmp_path / "run0"), "--out", "f.png"])
+    code = main(["figure-training", "--config", str(config), "--runs", str(tmp_path / "run0"), "--out", "f.png"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "run0 must be named seed<N>" in err and len(err.strip().splitlines()) == 1

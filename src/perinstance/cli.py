@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ def _threads(value: int) -> None:
 def cmd_train(args: argparse.Namespace, config: dict | None) -> None:
     from .training import train_run
 
-    out = train_run(config, args.seed, args.out, progress=not args.no_progress)
+    out = train_run(config, args.seed, args.out, progress=not args.no_progress, force=args.force)
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -61,7 +62,7 @@ def cmd_privacy_loss(args: argparse.Namespace, config: dict | None) -> None:
 def cmd_holdout(args: argparse.Namespace, config: dict | None) -> None:
     from .retrain import holdout_predictions
 
-    out = holdout_predictions(config, args.model_id, args.out, progress=not args.no_progress)
+    out = holdout_predictions(config, args.model_id, args.out, progress=not args.no_progress, force=args.force)
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -127,7 +128,7 @@ def cmd_oracle(args: argparse.Namespace, config: dict | None) -> None:
     from .retrain import run_oracle
 
     out = run_oracle(config, args.score, args.group, args.oracle, args.groups, args.model_out, args.out,
-                     progress=not args.no_progress)
+                     progress=not args.no_progress, force=args.force)
     print(f"wrote {out}", file=sys.stderr)
 
 
@@ -195,13 +196,16 @@ def cmd_spawned_oracle(args: argparse.Namespace, config: dict | None) -> None:
     from .retrain import run_spawned_oracle
 
     out = run_spawned_oracle(config, args.score, args.group, args.groups, args.original, args.out,
-                             progress=not args.no_progress)
+                             progress=not args.no_progress, force=args.force)
     print(f"wrote {out}", file=sys.stderr)
 
 
 def cmd_barrier(args: argparse.Namespace, config: dict | None) -> None:
     from .barrier import run_barrier_job
 
+    malformed = [item for item in args.endpoint if "=" not in item or item.startswith("=") or item.endswith("=")]
+    if malformed:
+        raise ValueError(f"--endpoint takes NAME=weights.pt, got {' '.join(malformed)}")
     endpoints = dict(item.split("=", 1) for item in args.endpoint)
     run_barrier_job(config, args.score, args.group, args.groups, args.original, endpoints, args.out)
     print(f"wrote {args.out}", file=sys.stderr)
@@ -219,6 +223,22 @@ def cmd_figure_barriers(args: argparse.Namespace, config: dict | None) -> None:
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
+def _count(text: str) -> int:
+    """A seed or an index: a non-negative integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+# replacing an existing result: refused unless it is a run directory this project made, or --force
+_FORCE = ("--force", {"action": "store_true",
+                      "help": "replace --out even if it is not a run directory this project created"})
+
+
 def _required(flag: str, **kwargs) -> tuple[str, dict]:
     return flag, {"required": True, **kwargs}
 
@@ -230,7 +250,7 @@ def _many(flag: str, **kwargs) -> tuple[str, dict]:
 # name -> (handler, help, compute job (threads + progress), arguments besides --config)
 COMMANDS = {
     "train": (cmd_train, "train one original model and record its training dynamics", True, [
-        _required("--seed", type=int), _required("--out", help="run directory to publish")]),
+        _required("--seed", type=_count), _required("--out", help="run directory to publish"), _FORCE]),
     "figure-training": (cmd_figure_training, "F0: training curves of the original models", False, [
         _many("--runs", help="run directories named seed<N>"),
         _required("--out", help="PNG path; .pdf and .csv are written beside it")]),
@@ -242,7 +262,8 @@ COMMANDS = {
     "robustness": (cmd_robustness, "rank stability of P across beta, alpha, checkpoints, seeds, estimator", False, [
         _many("--runs"), _many("--norms"), _required("--out")]),
     "holdout": (cmd_holdout, "train one C-score holdout model, save its predictions on D", True, [
-        _required("--model-id", type=int), _required("--out", help="npz with trained_on, prob_true, train_index")]),
+        _required("--model-id", type=_count), _required("--out", help="npz with trained_on, prob_true, train_index"),
+        _FORCE]),
     "proxies": (cmd_proxies, "difficulty proxies (EL2N, forgetting events, learning speed, C-scores)", False, [
         _many("--runs", help="training run directories"),
         ("--holdout", {"nargs": "*", "default": [], "help": "holdout prediction npz files"}), _required("--out")]),
@@ -251,11 +272,11 @@ COMMANDS = {
     "groups": (cmd_groups, "forget groups from the scores table", False, [_required("--scores"), _required("--out")]),
     "oracle": (cmd_oracle, "retrain one oracle from scratch on D minus a forget group", True, [
         _required("--groups", help="groups.csv"), _required("--score"), _required("--group"),
-        _required("--oracle", type=int, help="oracle number r (seed offset)"), _required("--model-out"),
-        _required("--out", help="evaluation npz")]),
+        _required("--oracle", type=_count, help="oracle number r (seed offset)"), _required("--model-out"),
+        _required("--out", help="evaluation npz"), _FORCE]),
     "unlearn": (cmd_unlearn, "one unlearning run (method, group, seed) from the original model", True, [
         _required("--groups"), _required("--method"), _required("--score"), _required("--group"),
-        _required("--seed", type=int), _required("--original", help="training run directory of the original model"),
+        _required("--seed", type=_count), _required("--original", help="training run directory of the original model"),
         _many("--oracles", help="oracle evaluation npz files of this group"), _required("--curve"),
         _required("--examples"), _required("--final"), _required("--model-out")]),
     "steps": (cmd_steps, "steps-to-unlearn table and per-group summary", False, [
@@ -265,7 +286,7 @@ COMMANDS = {
     "spawned-oracle": (cmd_spawned_oracle, "oracle spawned from the original's early checkpoint, trained on D minus G",
                        True, [_required("--groups"), _required("--score"), _required("--group"),
                               _required("--original", help="training run directory of the original model"),
-                              _required("--out", help="weights (.pt)")]),
+                              _required("--out", help="weights (.pt)"), _FORCE]),
     "barrier": (cmd_barrier, "per-example loss along linear paths from the original model", True, [
         _required("--groups"), _required("--score"), _required("--group"),
         _required("--original", help="weights of the original model"),
@@ -285,8 +306,15 @@ COMMANDS = {
     "figure-robustness": (cmd_figure_robustness, "F7: rank stability of the privacy-loss ranking", False, [
         _required("--table"), _required("--out")]),
 }
+class _Parser(argparse.ArgumentParser):
+    """argparse with a one-line error: usage text above it hides the message in a job log."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="perinstance", description=__doc__)
+    parser = _Parser(prog="perinstance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     scores = sub.add_parser("scores", help="merge per-example tables into scores.parquet")
     scores.add_argument("--tables", nargs="+", required=True)
@@ -306,15 +334,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .config import ConfigError, load_config
+    from .config import load_config
 
     try:
         config = load_config(args.config) if getattr(args, "config", None) else None
         if config is not None and hasattr(args, "threads"):
             _threads(args.threads or config["threads"])
         args.func(args, config)
-    except (ConfigError, FileNotFoundError) as err:
-        print(f"perinstance {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as err:
+        # ConfigError, refused overwrites, corrupt artefacts and diverged runs are all ValueErrors whose
+        # message names the key or file; PERINSTANCE_DEBUG=1 shows the traceback as well.
+        if os.environ.get("PERINSTANCE_DEBUG"):
+            raise
+        message = " ".join(str(err).split()) or type(err).__name__
+        print(f"perinstance {args.command}: error: {message}", file=sys.stderr)
         return 2
     return 0
 

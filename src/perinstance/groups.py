@@ -245,8 +245,15 @@ def random_groups(table: pd.DataFrame, *, size: int, count: int, seed: int,
 
 def forget_rows(dataset, groups_csv: str | Path, score: str, group: str) -> np.ndarray:
     """Sorted rows of the dataset's training split that form one forget group of groups.csv."""
-    members = group_members(io.load_table(groups_csv), score, group)
-    return np.sort(rows_of(dataset.train.index.numpy(), members))
+    table = io.load_table(groups_csv)
+    missing = [c for c in ("score", "group", "index") if c not in table]
+    if missing:
+        raise ValueError(f"{groups_csv}: not a groups table (no columns {missing})")
+    try:
+        members = group_members(table, score, group)
+        return np.sort(rows_of(dataset.train.index.numpy(), members))
+    except ValueError as err:
+        raise ValueError(f"{groups_csv}: {err}") from None
 
 
 def group_members(groups_table: pd.DataFrame, score: str, group: str) -> np.ndarray:

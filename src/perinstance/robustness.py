@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from . import io
 from .privacy import checkpoint_step_groups, online_rdp, per_instance_rdp, privacy_settings, sampling_of_run
+from .scores import load_run_norms
 from .training import load_run_dynamics
 
 
@@ -36,7 +36,7 @@ class _Seed:
         self.settings = privacy_settings(config)
         self.max_levels = config["privacy"]["max_lr_levels"]
         self.dynamics = load_run_dynamics(run_dir)
-        norms = io.load_npz(norms_path)
+        norms = load_run_norms(run_dir, norms_path)
         self.norms = norms["norms"].astype(np.float64)
         self.steps = norms["checkpoint_step"]
         self.batch_size, self.sample_rate = sampling_of_run(self.dynamics)

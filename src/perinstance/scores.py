@@ -6,6 +6,7 @@ and one column per score; every capability that scores examples contributes colu
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -57,16 +58,32 @@ def compute_checkpoint_norms(config: dict[str, Any], run_dir: str | Path, out_pa
     return io.save_npz(
         out_path, norms=np.stack(columns, axis=1), checkpoint_step=index["step"].to_numpy(np.int64),
         train_index=dataset.train.index.numpy(), train_label=dataset.train.y.numpy(),
+        run_digest=np.array(run_digest(run_dir)),
     )
+
+
+def run_digest(run_dir: str | Path) -> str:
+    """Identity of a finished training run (its final weights), so norms are never paired with another run."""
+    weights = Path(run_dir) / "model.pt"
+    if not weights.is_file():
+        raise FileNotFoundError(f"run {run_dir} has no model.pt (not a finished training run)")
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def load_run_norms(run_dir: str | Path, norms_path: str | Path) -> dict[str, np.ndarray]:
+    """The norms.npz of a run, refused when it was computed from another run."""
+    norms = io.load_npz(norms_path)
+    if "run_digest" not in norms or str(norms["run_digest"]) != run_digest(run_dir):
+        raise ValueError(f"{norms_path} does not belong to run {run_dir} (norms of another run; "
+                         "--runs and --norms must list the same seeds in the same order)")
+    return norms
 
 
 def seed_privacy(config: dict[str, Any], run_dir: str | Path, norms_path: str | Path) -> dict[str, Any]:
     """Checkpoint and online estimators (RDP at every order) and the worst case for one seed."""
     settings = privacy_settings(config)
     dynamics = load_run_dynamics(run_dir)
-    norms = io.load_npz(norms_path)
-    if not np.array_equal(norms["train_index"], dynamics["train_index"]):
-        raise ValueError(f"{norms_path} does not belong to run {run_dir} (training examples differ)")
+    norms = load_run_norms(run_dir, norms_path)
     batch_size, sample_rate = sampling_of_run(dynamics)
     common = dict(sample_rate=sample_rate, batch_size=batch_size, beta=settings["beta"],
                   orders=settings["orders"])

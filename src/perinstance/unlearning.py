@@ -183,7 +183,13 @@ def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: s
     rows = forget_rows(dataset, groups_csv, score, group)
     device = resolve_device(config["device"])
     model = load_model(config, dataset, Path(original_run) / "model.pt", device)
-    oracle_losses = [io.load_npz(path)["forget_losses"].mean() for path in oracle_evals]
+    oracle_losses = []
+    for path in oracle_evals:
+        evaluation = io.load_npz(path)
+        if not np.array_equal(evaluation["forget_index"], dataset.train.index.numpy()[rows]):
+            raise ValueError(f"oracle evaluation {path} was not retrained without group {score}/{group} "
+                             "(its forget examples differ)")
+        oracle_losses.append(evaluation["forget_losses"].mean())
     spec, bands = config["unlearning"], config["oracles"]
     center, half_width, _ = oracle_band(np.asarray(oracle_losses), tol_abs=bands["tol_abs"], z=bands["z"])
     recipe = UnlearningRecipe.from_config(config, method)
