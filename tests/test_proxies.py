@@ -254,7 +254,13 @@ def test_correlations_monotone_reversed_independent():
     a = rng.normal(size=n)
     table = pd.DataFrame({"a": a, "up": np.exp(a), "down": -a**3, "noise": rng.normal(size=n)})
     out = P.correlations(table, ["a", "up", "down", "noise"], n_boot=200)
-    assert list(out.columns) == ["x", "y", "method", "value", "ci_low", "ci_high", "n", "note"]
+    assert list(out.columns) == ["x", "y", "method", "value", "ci_low", "ci_high", "ci_low_examples",
+                                 "ci_high_examples", "resampled", "n", "n_seeds", "n_boot", "ci_level",
+                                 "note"]
+    assert (out.n_seeds == 0).all() and (out.n_boot == 200).all() and (out.resampled == "examples").all()
+    assert (out.ci_level == 0.95).all()
+    # without per-seed columns the headline interval is the example bootstrap
+    pd.testing.assert_series_equal(out.ci_low, out.ci_low_examples, check_names=False)
     assert len(out) == 6 * 2
     for method in ("spearman", "kendall"):
         r = _row(out, "a", "up", method)
@@ -332,3 +338,102 @@ def test_correlations_degenerate_and_bad_input():
         P.correlations(table, ["a", "missing"])
     with pytest.raises(ValueError, match="ci"):
         P.correlations(table, ["a", "const"], ci=1.5)
+
+
+# ----------------------------------------------------------------------------- seeds in the correlation bootstrap
+
+
+def _seeded_table(n_seeds: int, n: int = 300, seed_noise: float = 0.3, identical: bool = False, rng_seed: int = 7):
+    """privacy_loss = mean of privacy_loss_seed<N>; a proxy (el2n) that tracks the common part."""
+    rng = np.random.default_rng(rng_seed)
+    common = rng.normal(size=n)
+    first = common + seed_noise * rng.normal(size=n)
+    per_seed = [first if identical else common + seed_noise * rng.normal(size=n) for _ in range(n_seeds)]
+    table = pd.DataFrame({f"privacy_loss_seed{s}": v for s, v in enumerate(per_seed)})
+    table["privacy_loss"] = np.mean(per_seed, axis=0)
+    table["el2n"] = common + 0.7 * rng.normal(size=n)
+    table["forgetting_events"] = np.clip(np.round(common + rng.normal(size=n)), 0, None)  # ties, like the real one
+    return table
+
+
+_COLS = ["privacy_loss", "el2n", "forgetting_events"]
+
+
+def test_per_seed_columns_in_seed_order_and_only_exact_names():
+    table = pd.DataFrame({c: [1.0] for c in ["privacy_loss", "privacy_loss_seed10", "privacy_loss_seed2",
+                                             "privacy_loss_4alpha_seed0", "privacy_loss_online", "el2n"]})
+    found = P.per_seed_columns(table, ["privacy_loss", "privacy_loss_online", "el2n"])
+    assert found == {"privacy_loss": ["privacy_loss_seed2", "privacy_loss_seed10"]}
+
+
+@pytest.mark.parametrize("kendall_rows", [5000, 120])
+def test_one_seed_two_level_bootstrap_is_the_example_bootstrap(kendall_rows):
+    table = _seeded_table(1)
+    seeds = P.per_seed_columns(table, _COLS)
+    out = P.correlations(table, _COLS, n_boot=150, seed=3, kendall_rows=kendall_rows, seed_columns=seeds)
+    plain = P.correlations(table, _COLS, n_boot=150, seed=3, kendall_rows=kendall_rows)
+    for method in ("spearman", "kendall"):
+        r, p = _row(out, "privacy_loss", "el2n", method), _row(plain, "privacy_loss", "el2n", method)
+        assert r.n_seeds == 1 and r.resampled == "seeds of privacy_loss + examples"
+        # bit-identical: the seed draw of one seed is that seed, the example draws are shared
+        assert (r.value, r.ci_low, r.ci_high) == (p.value, p.ci_low, p.ci_high)
+        assert (r.ci_low_examples, r.ci_high_examples) == (p.ci_low, p.ci_high)
+    # the same seed gives the same numbers
+    pd.testing.assert_frame_equal(out, P.correlations(table, _COLS, n_boot=150, seed=3, kendall_rows=kendall_rows,
+                                                      seed_columns=seeds))
+
+
+def test_identical_seeds_reduce_to_the_example_bootstrap():
+    table = _seeded_table(4, identical=True)
+    out = P.correlations(table, _COLS, n_boot=200, seed=1, seed_columns=P.per_seed_columns(table, _COLS))
+    for y in ("el2n", "forgetting_events"):
+        for method in ("spearman", "kendall"):
+            r = _row(out, "privacy_loss", y, method)
+            assert r.n_seeds == 4
+            np.testing.assert_allclose([r.ci_low, r.ci_high], [r.ci_low_examples, r.ci_high_examples], rtol=1e-12)
+    r = _row(out, "el2n", "forgetting_events", "spearman")
+    assert r.n_seeds == 0 and r.resampled == "examples" and r.ci_low == r.ci_low_examples
+
+
+def test_seeds_that_disagree_widen_the_interval():
+    table = _seeded_table(3, seed_noise=2.0)
+    out = P.correlations(table, _COLS, n_boot=300, seed=0, seed_columns=P.per_seed_columns(table, _COLS))
+    for method in ("spearman", "kendall"):
+        r = _row(out, "privacy_loss", "el2n", method)
+        assert r.ci_low <= r.value <= r.ci_high
+        assert r.ci_high - r.ci_low > 1.5 * (r.ci_high_examples - r.ci_low_examples)
+    # a proxy pair without seeds is untouched by the seed resampling
+    plain = P.correlations(table, _COLS, n_boot=300, seed=0)
+    pd.testing.assert_frame_equal(out[(out.x == "el2n")].reset_index(drop=True),
+                                  plain[(plain.x == "el2n")].reset_index(drop=True))
+    pd.testing.assert_series_equal(out.ci_low_examples, plain.ci_low, check_names=False)
+
+
+def test_two_level_spearman_equals_reranking_the_seed_and_example_resample():
+    table = _seeded_table(3, n=40, seed_noise=1.0)
+    xs = table[["privacy_loss_seed0", "privacy_loss_seed1", "privacy_loss_seed2"]].to_numpy().T
+    y = table["el2n"].to_numpy()
+    draws = P._seed_draws(3, 9, np.random.default_rng(4))
+    boot = P._spearman_bootstrap_seeds(xs, y[None], draws, np.random.default_rng(5))
+    rows = np.random.default_rng(5).integers(0, 40, size=(9, 40))
+    expected = [stats.spearmanr(xs[d].mean(axis=0)[i], y[i]).statistic for d, i in zip(draws, rows)]
+    np.testing.assert_allclose(boot, expected, rtol=1e-10)
+
+
+def test_seed_columns_are_checked():
+    table = _seeded_table(2)
+    seeds = P.per_seed_columns(table, _COLS)
+    with pytest.raises(ValueError, match="not the mean of its per-seed columns"):
+        P.correlations(table.assign(privacy_loss=table.privacy_loss + 1.0), _COLS, n_boot=5, seed_columns=seeds)
+    with pytest.raises(KeyError, match="privacy_loss_seed9"):
+        P.correlations(table, _COLS, n_boot=5, seed_columns={"privacy_loss": ["privacy_loss_seed9"]})
+    with pytest.raises(ValueError, match="not among the correlated columns"):
+        P.correlations(table, ["el2n", "forgetting_events"], n_boot=5, seed_columns=seeds)
+    two = table.assign(el2n_seed0=table.el2n, el2n_seed1=table.el2n, el2n_seed2=table.el2n)
+    with pytest.raises(ValueError, match="different numbers of seeds"):
+        P.correlations(two, _COLS, n_boot=5, seed_columns=P.per_seed_columns(two, _COLS))
+    # a NaN in one seed drops that example from the pairs with privacy loss only
+    table.loc[0, "privacy_loss_seed1"] = np.nan
+    out = P.correlations(table, _COLS, n_boot=5, seed_columns=seeds)
+    assert _row(out, "privacy_loss", "el2n", "spearman").n == len(table) - 1
+    assert _row(out, "el2n", "forgetting_events", "spearman").n == len(table)

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -313,23 +314,70 @@ def _weighted_midranks(w: np.ndarray, ties: tuple[np.ndarray, np.ndarray, np.nda
     return np.take(mid, group, axis=1)
 
 
-def _spearman_bootstrap(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """Spearman rho of n_boot resamples (rows drawn with replacement), NaN where a resample is constant."""
-    n = len(x)
-    tx, ty = _tie_structure(x), _tie_structure(y)
-    centre = (n + 1) / 2.0  # mean midrank of any n-row sample
-    out = np.empty(n_boot, dtype=np.float64)
+def _example_weight_blocks(n: int, n_boot: int, rng: np.random.Generator):
+    """Yield (first resample, w) blocks; w[b, i] = copies of row i in that resample (rows drawn with replacement).
+
+    The one source of example resamples: the example-only and the seed-and-example bootstraps
+    draw the same rows from the same generator, so their replicates differ only by the seeds.
+    """
     block = max(1, _BOOT_BLOCK_ELEMENTS // n)
     for start in range(0, n_boot, block):
         b = min(block, n_boot - start)
         draws = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
-        w = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)
-        dx = _weighted_midranks(w, tx) - centre
-        dy = _weighted_midranks(w, ty) - centre
-        cov = np.einsum("bi,bi,bi->b", w, dx, dy)
-        var = np.einsum("bi,bi,bi->b", w, dx, dx) * np.einsum("bi,bi,bi->b", w, dy, dy)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            out[start:start + b] = np.where(var > 0, cov / np.sqrt(var), np.nan)
+        yield start, np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)
+
+
+def _weighted_spearman(w: np.ndarray, tx, ty) -> np.ndarray:
+    """Spearman rho of each resample w[b] (copies per row), NaN where a resample is constant."""
+    centre = (w.shape[1] + 1) / 2.0  # mean midrank of any n-row sample
+    dx = _weighted_midranks(w, tx) - centre
+    dy = _weighted_midranks(w, ty) - centre
+    cov = np.einsum("bi,bi,bi->b", w, dx, dy)
+    var = np.einsum("bi,bi,bi->b", w, dx, dx) * np.einsum("bi,bi,bi->b", w, dy, dy)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 0, cov / np.sqrt(var), np.nan)
+
+
+def _spearman_bootstrap(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """Spearman rho of n_boot resamples (rows drawn with replacement), NaN where a resample is constant."""
+    tx, ty = _tie_structure(x), _tie_structure(y)
+    out = np.empty(n_boot, dtype=np.float64)
+    for start, w in _example_weight_blocks(len(x), n_boot, rng):
+        out[start:start + len(w)] = _weighted_spearman(w, tx, ty)
+    return out
+
+
+def _seed_mean(per_seed: np.ndarray, draw: np.ndarray) -> np.ndarray:
+    """Mean over the drawn seeds (rows of per_seed [S, n]); a one-seed draw returns that row exactly."""
+    return per_seed[draw].sum(axis=0) / len(draw)
+
+
+def _seed_draws(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """int [n_boot, n_seeds]: seeds drawn with replacement per resample, sorted so a multiset has one spelling."""
+    return np.sort(rng.integers(0, n_seeds, size=(n_boot, n_seeds)), axis=1)
+
+
+def _spearman_bootstrap_seeds(xs: np.ndarray, ys: np.ndarray, draws: np.ndarray,
+                              rng: np.random.Generator) -> np.ndarray:
+    """Two-level bootstrap of Spearman rho: resample seeds, then examples.
+
+    xs [Sx, n] and ys [Sy, n] hold one row per seed of each side (a side without seeds is its
+    column alone, Sx = 1). Resample b averages the rows draws[b] of each side with more than one
+    row (sides with seeds share the draw: they come from the same training runs), then draws the
+    n examples exactly as `_spearman_bootstrap` does with the same generator. Resamples that drew
+    the same seed multiset share one tie structure, so the cost stays near the example bootstrap's.
+    """
+    n_boot = len(draws)
+    out = np.empty(n_boot, dtype=np.float64)
+    fixed = {side: _tie_structure(values[0]) for side, values in (("x", xs), ("y", ys)) if len(values) == 1}
+    for start, w in _example_weight_blocks(xs.shape[1], n_boot, rng):
+        block = draws[start:start + len(w)]
+        keys, inverse = np.unique(block, axis=0, return_inverse=True)
+        for k, key in enumerate(keys):
+            rows = np.flatnonzero(inverse.reshape(-1) == k)
+            tx = fixed.get("x") or _tie_structure(_seed_mean(xs, key))
+            ty = fixed.get("y") or _tie_structure(_seed_mean(ys, key))
+            out[start + rows] = _weighted_spearman(w[rows], tx, ty)
     return out
 
 
@@ -341,15 +389,34 @@ def _constant(a: np.ndarray) -> bool:
     return a.size == 0 or bool(np.all(a == a[0]))
 
 
+CORRELATION_COLUMNS = ["x", "y", "method", "value", "ci_low", "ci_high", "ci_low_examples", "ci_high_examples",
+                       "resampled", "n", "n_seeds", "n_boot", "ci_level", "note"]
+
+
 def correlations(table: pd.DataFrame, columns: Sequence[str], *, n_boot: int = 1000, seed: int = 0,
-                 ci: float = 0.95, kendall_rows: int = 5000) -> pd.DataFrame:
+                 ci: float = 0.95, kendall_rows: int = 5000,
+                 seed_columns: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
     """Spearman and Kendall (tau-b) correlation of every unordered pair of `columns`, with bootstrap CIs.
 
-    One row per pair and method: x, y, method, value, ci_low, ci_high, n, note. Rows with a NaN in
-    either column are dropped per pair (n = rows used). CIs are bootstrap percentile intervals
-    over resampled rows. Kendall costs O(n log n) per resample, so above `kendall_rows` rows each
-    resample draws only `kendall_rows` rows and the spread around the estimate is shrunk by
-    sqrt(m / n) (m-out-of-n bootstrap), which keeps the interval sized for the full n; `note` says so.
+    One row per pair and method (columns `CORRELATION_COLUMNS`): x, y, method, value, ci_low,
+    ci_high, ci_low_examples, ci_high_examples, resampled, n, n_seeds, n_boot, ci_level, note. Rows with a
+    NaN in either column (or in one of their per-seed columns) are dropped per pair (n = rows used).
+    CIs are bootstrap percentile intervals over `n_boot` resamples.
+
+    `seed_columns` maps a column that is a mean over training seeds to its per-seed columns
+    (privacy_loss -> privacy_loss_seed0, privacy_loss_seed1, ...). For a pair with such a column,
+    ci_low / ci_high come from a two-level bootstrap: every resample draws the seeds with
+    replacement, recomputes the seed mean from the drawn per-seed columns (both sides share the
+    draw when both have seeds: same training runs), then draws the examples with replacement. The
+    example-only interval (seed mean held fixed) is kept in ci_low_examples / ci_high_examples; for
+    a pair without per-seed columns the two intervals are the same. n_seeds = seeds resampled (0:
+    none); `resampled` says in words what each interval resampled. With one seed, or identical
+    seeds, the two-level interval equals the example-only one: the example draws are the same.
+
+    Kendall costs O(n log n) per resample, so above `kendall_rows` rows each resample draws only
+    `kendall_rows` rows and the spread around the estimate is shrunk by sqrt(m / n) (m-out-of-n
+    bootstrap), which keeps the interval sized for the full n; the shift a seed resample adds to
+    the same rows is kept unscaled. `note` says so.
     Each pair's resamples come from `seed` alone, so adding a column leaves other pairs' CIs unchanged.
     """
     columns = list(columns)
@@ -362,35 +429,114 @@ def correlations(table: pd.DataFrame, columns: Sequence[str], *, n_boot: int = 1
         raise ValueError(f"ci must lie in (0, 1), got {ci}")
     if n_boot < 0 or kendall_rows < 2:
         raise ValueError(f"n_boot must be >= 0 and kendall_rows >= 2, got {n_boot}, {kendall_rows}")
+    seed_columns = _check_seed_columns(table, columns, seed_columns or {})
     values = {c: table[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in columns}
+    per_seed = {c: np.stack([table[s].to_numpy(dtype=np.float64, na_value=np.nan) for s in seed_columns[c]])
+                for c in seed_columns}
     quantiles = [(1.0 - ci) / 2.0, (1.0 + ci) / 2.0]
     rows = []
     for a, b in itertools.combinations(columns, 2):
+        seeded = [c for c in (a, b) if c in per_seed]
+        counts = {len(seed_columns[c]) for c in seeded}
+        if len(counts) > 1:
+            raise ValueError(f"{a} and {b} have per-seed columns for different numbers of seeds "
+                             f"({sorted(counts)}); a shared seed resample needs the same training runs")
+        n_seeds = counts.pop() if counts else 0
         keep = ~(np.isnan(values[a]) | np.isnan(values[b]))
+        for c in seeded:
+            keep &= ~np.isnan(per_seed[c]).any(axis=0)
         x, y = values[a][keep], values[b][keep]
+        xs = per_seed[a][:, keep] if a in per_seed else x[None]
+        ys = per_seed[b][:, keep] if b in per_seed else y[None]
+        for c, mean_of, seeds in ((a, x, xs), (b, y, ys)):
+            if c in per_seed and not np.allclose(_seed_mean(seeds, np.arange(len(seeds))), mean_of,
+                                                 rtol=1e-6, atol=1e-12):
+                raise ValueError(f"column {c} is not the mean of its per-seed columns {list(seed_columns[c])}")
         n = len(x)
-        base = dict(x=a, y=b, n=n)
+        resampled = f"seeds of {' and '.join(seeded)} + examples" if n_seeds else "examples"
+        base = dict(x=a, y=b, n=n, n_seeds=n_seeds, n_boot=n_boot, ci_level=ci, resampled=resampled)
         if n < 3 or _constant(x) or _constant(y):
             why = "undefined: fewer than 3 rows" if n < 3 else "undefined: a column is constant"
             for method in ("spearman", "kendall"):
-                rows.append(dict(base, method=method, value=np.nan, ci_low=np.nan, ci_high=np.nan, note=why))
+                rows.append(dict(base, method=method, value=np.nan, ci_low=np.nan, ci_high=np.nan,
+                                 ci_low_examples=np.nan, ci_high_examples=np.nan, note=why))
             continue
+        draws = _seed_draws(n_seeds, n_boot, np.random.default_rng([seed, 2])) if n_seeds else None
 
         rho = float(stats.spearmanr(x, y).statistic)
-        boot = _spearman_bootstrap(x, y, n_boot, np.random.default_rng([seed, 0]))
-        low, high, note = _percentile_ci(rho, boot, quantiles, 1.0)
-        rows.append(dict(base, method="spearman", value=rho, ci_low=low, ci_high=high, note=note))
+        examples = _spearman_bootstrap(x, y, n_boot, np.random.default_rng([seed, 0]))
+        ex_ci = _percentile_ci(rho, examples, quantiles, 1.0)
+        if n_seeds:
+            boot = _spearman_bootstrap_seeds(xs, ys, draws, np.random.default_rng([seed, 0]))
+            two_ci = _percentile_ci(rho, boot, quantiles, 1.0)
+        else:
+            two_ci = ex_ci
+        rows.append(_correlation_row(base, "spearman", rho, two_ci, ex_ci, []))
 
         tau = _kendall(x, y)
         m = min(n, kendall_rows)
+        shrink = math.sqrt(m / n)
         rng = np.random.default_rng([seed, 1])
-        boot = np.array([_kendall(x[i], y[i]) for i in (rng.integers(0, n, size=m) for _ in range(n_boot))])
-        low, high, note = _percentile_ci(tau, boot, quantiles, math.sqrt(m / n))
+        picks = [rng.integers(0, n, size=m) for _ in range(n_boot)]
+        examples = np.array([_kendall(x[i], y[i]) for i in picks])
+        ex_ci = _percentile_ci(tau, examples, quantiles, shrink)
+        if n_seeds:
+            with_seeds = np.array([_kendall(_side(xs[:, i], d), _side(ys[:, i], d)) for i, d in zip(picks, draws)])
+            # the example part of the spread is rescaled to n rows, the shift the seeds add is not
+            two_ci = _percentile_ci(tau, examples + (with_seeds - examples) / shrink, quantiles, shrink)
+        else:
+            two_ci = ex_ci
+        extra = []
         if m < n:
-            note = "; ".join(filter(None, [f"CI from m-out-of-n bootstrap: {m} of {n} rows per resample, "
-                                           f"spread rescaled by sqrt(m/n)", note]))
-        rows.append(dict(base, method="kendall", value=tau, ci_low=low, ci_high=high, note=note))
-    return pd.DataFrame(rows, columns=["x", "y", "method", "value", "ci_low", "ci_high", "n", "note"])
+            extra.append(f"CI from m-out-of-n bootstrap: {m} of {n} rows per resample, spread rescaled by "
+                         f"sqrt(m/n)" + (" (the seed part is not)" if n_seeds else ""))
+        rows.append(_correlation_row(base, "kendall", tau, two_ci, ex_ci, extra))
+    return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
+
+
+def per_seed_columns(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:
+    """column -> its per-seed columns `<column>_seed<N>` in the table, in seed order (columns without any left out).
+
+    In scores.parquet only the privacy losses have them (privacy_loss_seed<N>): the proxies are
+    stored as seed means.
+    """
+    found = {}
+    for column in columns:
+        pattern = re.compile(re.escape(column) + r"_seed(\d+)")
+        seeds = sorted((int(hit.group(1)), name) for name in table.columns
+                       if isinstance(name, str) and (hit := pattern.fullmatch(name)))
+        if seeds:
+            found[column] = [name for _, name in seeds]
+    return found
+
+
+def _check_seed_columns(table: pd.DataFrame, columns: list[str],
+                        seed_columns: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    checked = {}
+    for column, seeds in seed_columns.items():
+        seeds = [seeds] if isinstance(seeds, str) else list(seeds)
+        if column not in columns:
+            raise ValueError(f"seed_columns names {column!r}, which is not among the correlated columns {columns}")
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError(f"per-seed columns of {column} must be a non-empty list without repeats, got {seeds}")
+        missing = [s for s in seeds if s not in table.columns]
+        if missing:
+            raise KeyError(f"per-seed columns of {column} not in the table: {missing}")
+        checked[column] = seeds
+    return checked
+
+
+def _side(per_seed: np.ndarray, draw: np.ndarray) -> np.ndarray:
+    """One side of a seed resample: its column when it has no seeds, else the mean of the drawn seeds."""
+    return per_seed[0] if len(per_seed) == 1 else _seed_mean(per_seed, draw)
+
+
+def _correlation_row(base: dict, method: str, value: float, two_level: tuple, examples: tuple,
+                     extra: list[str]) -> dict:
+    (low, high, note), (ex_low, ex_high, ex_note) = two_level, examples
+    notes = extra + [note] + ([f"example-only CI: {ex_note}"] if ex_note and ex_note != note else [])
+    return dict(base, method=method, value=value, ci_low=low, ci_high=high, ci_low_examples=ex_low,
+                ci_high_examples=ex_high, note="; ".join(filter(None, notes)))
 
 
 def _percentile_ci(estimate: float, boot: np.ndarray, quantiles: list[float],
