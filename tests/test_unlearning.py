@@ -4,6 +4,7 @@ import copy
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -109,3 +110,52 @@ def test_forget_rows_are_validated(dataset):
     with pytest.raises(ValueError, match="forget rows"):
         unlearn(_model(dataset), dataset, np.array([10_000]), _recipe("finetune"), seed=0,
                 device=torch.device("cpu"), progress=False)
+
+
+def _run(dataset, method, *, k_max, seed=1, **kwargs):
+    model = _model(dataset)
+    result = unlearn(model, dataset, np.arange(10), _recipe(method, k_max=k_max, eval_every=10), seed=seed,
+                     device=torch.device("cpu"), eval_retain_size=20, eval_test_size=20, progress=False, **kwargs)
+    return result, {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def _equal(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("method", ["finetune", "sgld"])
+def test_barrier_endpoint_of_a_run_inside_the_band_at_step0(dataset, method):
+    """Inside the band from step 0 the run stops at once (criterion met at 0, no margin), yet its barrier
+    endpoint is the model after exactly snapshot_at steps of an identical run that never stops."""
+    stopped, final = _run(dataset, method, k_max=60, band=(0.0, 1e6), consecutive=1, stop_margin=0, snapshot_at=30)
+    assert stopped["stopped_early"] and stopped["steps_run"] == 0 and stopped["snapshot_steps"] == 30
+    assert stopped["curve"]["step"].tolist() == [0]
+    assert _equal(final, _model(dataset).state_dict())  # the final model is untouched, as without a snapshot
+    _, through = _run(dataset, method, k_max=30)  # no band: never stops, ends after exactly 30 steps
+    assert _equal(stopped["snapshot"], through)
+    assert not _equal(stopped["snapshot"], final)
+
+
+def test_barrier_endpoint_leaves_the_stop_decision_curve_and_final_model_unchanged(dataset):
+    kwargs = dict(band=(0.0, 1e6), consecutive=3, stop_margin=5)
+    plain, plain_final = _run(dataset, "sgld", k_max=200, **kwargs)
+    snap, snap_final = _run(dataset, "sgld", k_max=200, snapshot_at=60, **kwargs)
+    assert plain["steps_run"] == snap["steps_run"] == 25 and plain["stopped_early"] and snap["stopped_early"]
+    pd.testing.assert_frame_equal(plain["curve"], snap["curve"])
+    pd.testing.assert_frame_equal(plain["forget_examples"], snap["forget_examples"])
+    assert _equal(plain_final, snap_final) and plain["snapshot"] is None
+    _, through = _run(dataset, "sgld", k_max=60)
+    assert _equal(snap["snapshot"], through)
+
+
+def test_barrier_endpoint_mid_run_and_at_step0(dataset):
+    """A run that goes past the endpoint step snapshots on the way; its final model is the full run's."""
+    result, final = _run(dataset, "finetune", k_max=30, snapshot_at=10)
+    assert result["steps_run"] == 30 and result["curve"]["step"].tolist() == [0, 10, 20, 30]
+    _, full = _run(dataset, "finetune", k_max=30)
+    _, short = _run(dataset, "finetune", k_max=10)
+    assert _equal(final, full) and _equal(result["snapshot"], short)
+    at_zero, _ = _run(dataset, "finetune", k_max=10, snapshot_at=0)
+    assert _equal(at_zero["snapshot"], _model(dataset).state_dict())
+    with pytest.raises(ValueError, match="barrier.unlearning_steps"):
+        _run(dataset, "finetune", k_max=10, snapshot_at=11)

@@ -67,3 +67,18 @@ def oracle_seed(oracle: int) -> int:
 
 def holdout_seed(model_id: int) -> int:
     return HOLDOUT_SEED_OFFSET + model_id
+
+
+def barrier_groups(config: dict[str, Any]) -> list[Group]:
+    """Groups with loss barriers: the privacy-loss groups (selected extremes) and the random groups
+    (uniformly random samples of D, for the population value of rho(barrier, P))."""
+    return privacy_groups(config) + [g for g in comparison_groups(config) if g.score == RANDOM_SCORE]
+
+
+def barrier_methods(config: dict[str, Any], group: Group) -> list[str]:
+    """Unlearning methods whose endpoint (seed 0) enters the barrier job of `group`: barrier.methods,
+    restricted on the random groups to those run on them (unlearning.proxy_methods)."""
+    methods = config["barrier"]["methods"]
+    if group.score == RANDOM_SCORE:
+        return [m for m in methods if m in config["unlearning"]["proxy_methods"]]
+    return list(methods)

@@ -26,11 +26,14 @@ rule spawned_oracle:
 
 
 rule barrier:
-    """Per-example loss along original -> unlearned and original -> spawned-oracle paths for one group."""
+    """Per-example loss along original -> unlearned and original -> spawned-oracle paths for one group.
+
+    The unlearned endpoints are taken after barrier.unlearning_steps steps for every group; the groups
+    are the privacy-loss groups and the random groups (plan.barrier_groups)."""
     input:
         groups=f"{RESULTS}/groups.csv",
         original=f"{train_run_dir(plan.original_seed(config, 0))}",
-        unlearned=barrier_unlearned_models,
+        unlearned=lambda wildcards: list(barrier_endpoints(wildcards).values()),
         spawned=f"{RESULTS}/barriers/spawned/{{score}}/{{group}}.pt",
     output:
         paths=f"{RESULTS}/barriers/{{score}}/{{group}}.parquet",
@@ -42,7 +45,8 @@ rule barrier:
         config_file=run_config,
         cli=CLI,
         endpoints=lambda wildcards, input: " ".join(
-            [f"unlearned_{m}={p}" for m, p in zip(BARRIER_METHODS, input.unlearned)] + [f"spawned_oracle={input.spawned}"]
+            [f"unlearned_{m}={p}" for m, p in barrier_endpoints(wildcards).items()]
+            + [f"spawned_oracle={input.spawned}"]
         ),
         digest=config_digest("barrier"),
     threads: config["threads"]
