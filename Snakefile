@@ -18,6 +18,7 @@ include: "workflow/rules/figures.smk"
 rule all:
     input:
         figure_targets(),
+        f"{FIGURES}/results.md",
         # The figures' inputs as targets too: a fresh clone holds the committed figures but no
         # results, and Snakemake never rebuilds the missing inputs of an output that exists.
         figure_sources(),

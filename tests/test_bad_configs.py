@@ -66,6 +66,8 @@ CASES = {
     "bool-epochs": (_set("training.epochs", True), "'training.epochs'"),
     "string-lr": (_set("training.lr", "0.05"), "'training.lr'"),
     "k-max-below-consecutive-evaluations": (_set("unlearning.k_max", 4), "'unlearning.k_max'"),
+    "barrier-steps-beyond-k-max": (_set("barrier.unlearning_steps", 41), "'barrier.unlearning_steps'"),
+    "gap-budget-not-an-evaluation": (_set("unlearning.gap_budgets", [22]), "'unlearning.gap_budgets'"),
     "barrier-method-not-run": (_set("barrier.methods", ["sgld", "l1sparse"]), "'barrier.methods'"),
     "duplicate-section": ("experiment: test\nprivacy: {beta: 200}\nprivacy: {alpha: 4}\n",
                           "line 3: duplicate key 'privacy'"),

@@ -111,7 +111,7 @@ def test_train_size_matches_the_loaded_dataset(dataset):
     from perinstance.config import train_size
     from perinstance.data import load_dataset
 
-    spec = validate_config({"experiment": "x", "dataset": dataset})["dataset"]
+    spec = validate_config({"experiment": "x", "dataset": dataset, "groups": {"size": 10}})["dataset"]
     assert train_size(spec) == len(load_dataset(**spec).train)
 
 

@@ -76,12 +76,13 @@ def cmd_proxies(args: argparse.Namespace, config: dict | None) -> None:
 
 def cmd_correlations(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .proxies import correlations
+    from .proxies import correlations, per_seed_columns
 
     scores = io.load_table(args.scores)
     columns = [c for c in CORRELATED_SCORES if c in scores]
+    # intervals of pairs with per-seed columns (the privacy loss) resample the training seeds too
     table = correlations(scores, columns, n_boot=config["proxies"]["bootstrap"], seed=config["groups"]["seed"],
-                         ci=config["proxies"]["ci"])
+                         ci=config["proxies"]["ci"], seed_columns=per_seed_columns(scores, columns))
     out = io.save_table(table, args.out)
     print(f"wrote {out}", file=sys.stderr)
 
@@ -100,7 +101,8 @@ def cmd_figure_privacy(args: argparse.Namespace, config: dict | None) -> None:
     from .figures import plot_privacy_loss
 
     written = plot_privacy_loss(io.load_table(args.scores), load_dataset(**config["dataset"]), args.out,
-                                alpha=config["privacy"]["alpha"], title=config["experiment"])
+                                alpha=config["privacy"]["alpha"], worst_case=io.load_table(args.worst_case),
+                                title=config["experiment"])
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
@@ -112,7 +114,7 @@ def cmd_figure_proxies(args: argparse.Namespace, config: dict | None) -> None:
     dataset = load_dataset(**config["dataset"])
     written = plot_proxy_correlation(io.load_table(args.scores), io.load_table(args.correlations), args.out,
                                      class_names=dataset.class_names, proxies=CORRELATED_SCORES[2:],
-                                     title=config["experiment"])
+                                     alpha=config["privacy"]["alpha"], title=config["experiment"])
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
@@ -147,27 +149,53 @@ def cmd_steps(args: argparse.Namespace, config: dict | None) -> None:
     if len(args.curves) != len(args.finals):
         raise ValueError("--curves and --finals must list the same runs in the same order")
     written = write_steps_tables(config, list(zip(args.curves, args.finals)), args.oracles, args.scores,
-                                 args.groups, args.out, args.summary, args.curves_out)
+                                 args.groups, args.out, args.summary, args.curves_out, args.fits_out)
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def cmd_difficulty(args: argparse.Namespace, config: dict | None) -> None:
+    from .steps import write_difficulty_tables
+
+    written = write_difficulty_tables(config, args.examples, args.oracles, args.scores, args.groups, args.out,
+                                      args.correlations_out, args.survival_out)
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
 def cmd_figure_steps(args: argparse.Namespace, config: dict | None) -> None:
     from . import io
-    from .figures import plot_hard_groups, plot_steps
     from .steps import theory_fit
+    from .unlearning_figures import plot_hard_groups, plot_steps
 
-    steps, summary = io.load_table(args.steps), io.load_table(args.summary)
+    steps, examples = io.load_table(args.steps), io.load_table(args.examples)
     k_max = config["unlearning"]["k_max"]
+    metric = f"remaining_gap_{max(config['unlearning']['gap_budgets'])}"
     if args.kind == "hard-groups":
         method = config["unlearning"]["proxy_methods"][0]
-        written = plot_hard_groups(steps, summary, method, args.out, k_max=k_max, title=config["experiment"])
+        written = plot_hard_groups(steps, examples, io.load_table(args.survival), method, args.out, k_max=k_max,
+                                   metric=metric, title=config["experiment"])
     else:
         methods = [m for m in args.methods if m in set(steps["method"])]
         if not methods:
             raise ValueError(f"none of the methods {args.methods} was run (config key unlearning.methods)")
-        fits = {m: theory_fit(summary, m) for m in methods}
-        written = plot_steps(steps, summary, io.load_table(args.curves), methods, fits, args.out, k_max=k_max,
-                             title=config["experiment"], figure=args.figure)
+        fits = {m: theory_fit(steps, m) for m in methods}
+        written = plot_steps(steps, examples, io.load_table(args.curves), methods, fits, args.out, k_max=k_max,
+                             metric=metric, title=config["experiment"], figure=args.figure)
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def cmd_claims(args: argparse.Namespace, config: dict | None) -> None:
+    from .claims import write_claims
+
+    written = write_claims(args.correlations, args.fits, args.barriers, args.out, experiment=config["experiment"],
+                           ci=config["proxies"]["ci"])
+    print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
+
+
+def cmd_figure_difficulty(args: argparse.Namespace, config: dict | None) -> None:
+    from . import io
+    from .unlearning_figures import plot_difficulty
+
+    written = plot_difficulty(io.load_table(args.correlations), args.out, title=config["experiment"])
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
@@ -216,10 +244,12 @@ def cmd_figure_barriers(args: argparse.Namespace, config: dict | None) -> None:
     from .barrier import barrier_tables
     from .figures import plot_barriers
 
-    tables = barrier_tables(args.paths, io.load_table(args.scores))
+    tables = barrier_tables(args.paths, io.load_table(args.scores), n_boot=config["proxies"]["bootstrap"],
+                            ci=config["proxies"]["ci"], seed=config["groups"]["seed"])
     io.save_table(tables["examples"], args.examples_out)
     written = plot_barriers(tables["examples"], tables["curves"], tables["summary"], args.out,
-                            title=config["experiment"])
+                            correlations=tables["correlations"], alpha=config["privacy"]["alpha"],
+                            ci=config["proxies"]["ci"], title=config["experiment"])
     print("wrote " + ", ".join(map(str, written)), file=sys.stderr)
 
 
@@ -282,7 +312,14 @@ COMMANDS = {
     "steps": (cmd_steps, "steps-to-unlearn table and per-group summary", False, [
         _many("--curves"), _many("--finals"), _many("--oracles"), _required("--scores"), _required("--groups"),
         _required("--out", help="steps.csv"), _required("--summary"),
-        _required("--curves-out", help="all unlearning curves with their oracle bands")]),
+        _required("--curves-out", help="all unlearning curves with their oracle bands"),
+        _required("--fits-out", help="fitted steps ~ log P trend per method, with the points it used")]),
+    "difficulty": (cmd_difficulty, "per-example unlearning difficulty, its correlations with P and the proxies",
+                   False, [
+        _many("--examples", help="per-evaluation forget records of every unlearning run"),
+        _many("--oracles"), _required("--scores"), _required("--groups"),
+        _required("--out", help="per-example table (unlearning_examples.parquet)"),
+        _required("--correlations-out"), _required("--survival-out")]),
     "spawned-oracle": (cmd_spawned_oracle, "oracle spawned from the original's early checkpoint, trained on D minus G",
                        True, [_required("--groups"), _required("--score"), _required("--group"),
                               _required("--original", help="training run directory of the original model"),
@@ -290,18 +327,28 @@ COMMANDS = {
     "barrier": (cmd_barrier, "per-example loss along linear paths from the original model", True, [
         _required("--groups"), _required("--score"), _required("--group"),
         _required("--original", help="weights of the original model"),
-        _many("--endpoint", help="NAME=weights.pt of each far endpoint"), _required("--out")]),
+        _many("--endpoint", help="NAME=weights.pt of each far endpoint: unlearned_<method> (the run's model after "
+              "barrier.unlearning_steps steps, seed<u>_barrier.pt) or spawned_oracle"), _required("--out")]),
     "figure-privacy": (cmd_figure_privacy, "F1: privacy-loss distribution and extreme examples", False, [
-        _required("--scores"), _required("--out")]),
+        _required("--scores"), _required("--worst-case", help="privacy/worst_case.csv (data-independent bound)"),
+        _required("--out")]),
     "figure-proxies": (cmd_figure_proxies, "F4: correlation heatmap and scatter plots", False, [
         _required("--scores"), _required("--correlations"), _required("--out")]),
     "figure-steps": (cmd_figure_steps, "F2 / F3 (steps vs privacy-loss group) and F5 (hard groups)", False, [
         ("--kind", {"choices": ["privacy-groups", "hard-groups"], "default": "privacy-groups"}),
         ("--methods", {"nargs": "*", "default": []}),
         ("--figure", {"default": "", "help": "figure label in the title"}),
-        _required("--steps"), _required("--summary"), _required("--curves"), _required("--out")]),
+        _required("--steps"), _required("--examples", help="unlearning_examples.parquet"),
+        _required("--survival"), _required("--curves"), _required("--out")]),
+    "claims": (cmd_claims, "the paper's claims against the measured statistics (results.csv, results.md)", False, [
+        _required("--correlations", help="difficulty_correlations.csv"), _required("--fits", help="theory_fits.csv"),
+        ("--barriers", {"default": None, "help": "F6_loss_barriers.csv"}),
+        _required("--out", help="results.csv; results.md is written beside it")]),
+    "figure-difficulty": (cmd_figure_difficulty, "F8: per-example unlearning difficulty vs P and the proxies", False, [
+        _required("--correlations"), _required("--out")]),
     "figure-barriers": (cmd_figure_barriers, "F6: loss barriers per group and vs privacy loss", False, [
-        _many("--paths", help="barrier path tables of every group"), _required("--scores"),
+        _many("--paths", help="barrier path tables of every barrier group (privacy-loss and random groups)"),
+        _required("--scores"),
         _required("--examples-out", help="per-example barrier table"), _required("--out")]),
     "figure-robustness": (cmd_figure_robustness, "F7: rank stability of the privacy-loss ranking", False, [
         _required("--table"), _required("--out")]),

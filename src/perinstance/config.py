@@ -197,9 +197,12 @@ def plan_errors(config: dict[str, Any]) -> list[str]:
     kinds = [k for k in ("low", "mid", "high") if k in groups["privacy_kinds"]]
     need(not kinds or 3 * size <= n, "groups.size",
          f"low/mid/high groups of {size} need {3 * size} training examples, the dataset has {n}")
-    bins = groups["linear_bins"] + groups["log_bins"]
-    need(bins * size <= n, "groups.linear_bins",
-         f"{bins} rank bins of {size} examples do not fit in the {n} training examples")
+    # the rank bins continue below `high` (which takes the top m) when both are asked for
+    bins = groups["linear_bins"] + groups["log_bins"] + int("high" in kinds and groups["linear_bins"] + groups["log_bins"] > 0)
+    room = (n - size) // 2 if groups["log_bins_to"] == "median" else n
+    need(bins * size <= room, "groups.linear_bins",
+         f"{bins} rank bins of {size} examples do not fit in the top {room} of {n} training examples "
+         f"(groups.log_bins_to: {groups['log_bins_to']})")
     need(size < n, "groups.size", f"{size} leaves no training example to retain (the dataset has {n})")
     need(training["sampling"] != "poisson" or training["batch_size"] <= n - size, "training.batch_size",
          f"{training['batch_size']} is larger than the {n - size} examples an oracle trains on: "
@@ -225,9 +228,17 @@ def plan_errors(config: dict[str, Any]) -> list[str]:
          f"{unlearning['k_max']} allows {evaluations} evaluations every {unlearning['eval_every']} steps, "
          f"fewer than the {oracles['consecutive']} consecutive ones a run needs to count as unlearned "
          "(oracles.consecutive); every run would be censored")
+    budgets = unlearning["gap_budgets"]
+    need(all(b % unlearning["eval_every"] == 0 and b <= unlearning["k_max"] for b in budgets),
+         "unlearning.gap_budgets", f"{budgets} must be multiples of unlearning.eval_every ({unlearning['eval_every']}) "
+         f"and at most unlearning.k_max ({unlearning['k_max']})")
     missing = [m for m in barrier["methods"] if m not in unlearning["methods"]]
     need(not missing, "barrier.methods",
          f"{missing} are not in unlearning.methods {unlearning['methods']}: their unlearned models are never made")
+    steps = barrier["unlearning_steps"]
+    need(steps <= unlearning["k_max"], "barrier.unlearning_steps",
+         f"{steps} exceeds unlearning.k_max ({unlearning['k_max']}): every unlearning run saves its "
+         "barrier endpoint after exactly this many steps")
     spawn = barrier["spawn_epoch"]
     checkpoints = training["checkpoints"]
     need(spawn < epochs, "barrier.spawn_epoch", f"{spawn} must be before the last epoch ({epochs})")

@@ -35,12 +35,13 @@ KINDS = ("low", "mid", "high")
 COLUMNS = ["score", "group", "index", "label", "rank"]
 
 
-def top_rank_bins(n: int, size: int, linear_bins: int, log_bins: int) -> list[tuple[int, int]]:
+def top_rank_bins(n: int, size: int, linear_bins: int, log_bins: int, end: int | None = None) -> list[tuple[int, int]]:
     """Disjoint rank ranges [start, end) of width `size`, ordered from the top of the ranking.
 
     `linear_bins` consecutive bins [0, m), [m, 2m), ... then `log_bins` bins whose starts are spaced
-    geometrically from the end of the linear bins out to n - m (the last one is the bottom m). With
-    no linear bins the first log bin is [0, m). Rounding collisions are pushed apart, never merged.
+    geometrically from the end of the linear bins out to `end` - m (default `end` = n: the last one is
+    the bottom m; `end` = (n - m) // 2 stops just above the `mid` group). With no linear bins the first
+    log bin is [0, m). Rounding collisions are pushed apart, never merged.
     """
     m = int(size)
     if m <= 0:
@@ -50,17 +51,21 @@ def top_rank_bins(n: int, size: int, linear_bins: int, log_bins: int) -> list[tu
     if (linear_bins + log_bins) * m > n:
         raise ValueError(f"{linear_bins} linear + {log_bins} log bins of size {m} do not fit in {n} examples "
                          "(config keys groups.linear_bins, groups.log_bins, groups.size)")
+    end = n if end is None else int(end)
+    if not (linear_bins + log_bins) * m <= end <= n:
+        raise ValueError(f"{linear_bins} linear + {log_bins} log bins of size {m} do not fit above rank {end} "
+                         "(config keys groups.linear_bins, groups.log_bins, groups.log_bins_to)")
     starts = [i * m for i in range(linear_bins)]
     if log_bins:
         linear_end = linear_bins * m
         anchor = max(linear_end, m)
         if linear_end > 0:
             # the anchor itself is taken by the linear bins: log bins start strictly further out
-            points = np.geomspace(anchor, max(n - m, anchor), log_bins + 1)[1:]
+            points = np.geomspace(anchor, max(end - m, anchor), log_bins + 1)[1:]
         else:
-            points = np.geomspace(anchor, max(n - m, anchor), log_bins)
+            points = np.geomspace(anchor, max(end - m, anchor), log_bins)
             points[0] = 0.0
-        starts += _separate(np.rint(points).astype(np.int64), m, linear_end, n).tolist()
+        starts += _separate(np.rint(points).astype(np.int64), m, linear_end, end).tolist()
     return [(s, s + m) for s in starts]
 
 
@@ -181,8 +186,8 @@ def _tidy(ranked: pd.DataFrame, score: str, slices: dict[str, np.ndarray]) -> pd
 
 
 def build_groups(table: pd.DataFrame, score: str, *, size: int, kinds: Sequence[str] = KINDS,
-                 linear_bins: int = 0, log_bins: int = 0, quantile_bins: int = 0, class_balanced: bool = False,
-                 seed: int = 0) -> pd.DataFrame:
+                 linear_bins: int = 0, log_bins: int = 0, log_bins_to: str = "bottom", quantile_bins: int = 0,
+                 class_balanced: bool = False, seed: int = 0) -> pd.DataFrame:
     """Forget groups of `size` examples chosen by `score` (see the module docstring for the names).
 
     `seed` only drives the draws inside quantile bins; every other group is a deterministic function
@@ -202,7 +207,9 @@ def build_groups(table: pd.DataFrame, score: str, *, size: int, kinds: Sequence[
     if quantile_bins < 0 or (quantile_bins and size * quantile_bins > n):
         raise ValueError(f"{quantile_bins} quantile bins of size {size} do not fit in {n} examples "
                          "(config keys groups.quantile_bins, groups.size)")
-    bins = top_rank_bins(n, size, linear_bins, log_bins)
+    if log_bins_to not in ("bottom", "median"):
+        raise ValueError(f"unknown log_bins_to {log_bins_to!r} (config key groups.log_bins_to): bottom, median")
+    bins = top_rank_bins(n, size, linear_bins, log_bins, end=n if log_bins_to == "bottom" else (n - size) // 2)
     slices = _rank_slices(ranked, size, kinds, bins, class_balanced)
     slices |= _quantile_slices(ranked, size, quantile_bins, class_balanced, seed)
     return _tidy(ranked, score, slices)

@@ -143,6 +143,8 @@ def privacy_tables(config: dict[str, Any], runs: Sequence[tuple[int, str | Path,
     table["sum_sq_grad_norm"] = mean_over_seeds("sum_sq_norm", None)
     for seed, result in per_seed.items():
         table[f"privacy_loss_seed{seed}"] = result["checkpoint"][:, at_alpha]
+    for seed, result in per_seed.items():  # P(x, 4 alpha) of each original model, for its own unlearning runs
+        table[f"privacy_loss_4alpha_seed{seed}"] = result["checkpoint"][:, at_4alpha]
     return {"privacy": table, "long": pd.concat(long_parts, ignore_index=True), "worst_case": pd.DataFrame(worst_rows)}
 
 
@@ -249,8 +251,8 @@ def forget_groups(config: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
                          "(config key groups.proxy_scores; is the proxy enabled?)")
     # rank bins continue below the `high` group instead of repeating it as their first bin
     skip_top = "high" in spec["privacy_kinds"] and spec["linear_bins"] + spec["log_bins"] > 0
-    privacy = build_groups(scores, PRIVACY_SCORE, kinds=spec["privacy_kinds"],
-                           linear_bins=spec["linear_bins"] + skip_top, log_bins=spec["log_bins"], **common)
+    privacy = build_groups(scores, PRIVACY_SCORE, kinds=spec["privacy_kinds"], linear_bins=spec["linear_bins"] + skip_top,
+                           log_bins=spec["log_bins"], log_bins_to=spec["log_bins_to"], **common)
     if skip_top:
         privacy = privacy[privacy["group"] != f"top0-{spec['size']}"]
     bins = [name for name in dict.fromkeys(privacy["group"]) if name.startswith("top")]

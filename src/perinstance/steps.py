@@ -17,7 +17,7 @@ from .evaluation import (
     steps_to_unlearn,
     summarise_steps,
 )
-from .theory import fit_log_trend
+from .theory import fit_log_trend_censored
 
 # per-example epsilon needs enough oracles for its threshold test to mean anything
 MIN_ORACLES_FOR_EPSILON = 8
@@ -89,20 +89,174 @@ def _mean_epsilon(finals: list[dict[str, np.ndarray]], oracles: list[dict[str, n
                                              np.stack([o["forget_phi"] for o in oracles]))))
 
 
-def theory_fit(summary: pd.DataFrame, method: str, score: str = "privacy_loss") -> dict[str, Any] | None:
-    """Fitted "steps ~ scale * log P(x, 4 alpha) + offset" across the groups of one method.
+def theory_fit(steps: pd.DataFrame, method: str, score: str = "privacy_loss", *, n_boot: int = 200,
+               ci: float = 0.95, seed: int = 0) -> dict[str, Any] | None:
+    """Fitted "steps ~ scale * log P(x, 4 alpha) + offset" over the unlearning runs of one method.
 
-    A FITTED trend (one scale and offset), not the bound itself, whose constants are unknowable
-    for deep networks. None when fewer than two groups are available.
+    A FITTED trend (one scale and offset), not the bound itself, whose constants are unknowable for deep
+    networks. Only groups that needed unlearning enter (a group whose every run sat inside the oracle
+    band at step 0 has k = 0 whatever its P, and is listed in `groups_excluded`); censored runs enter as
+    lower bounds (Tobit likelihood, `theory.fit_log_trend_censored`). `scale_low`, `scale_high`: a
+    percentile bootstrap over the runs used. None when fewer than two uncensored runs with different P
+    remain.
     """
-    rows = summary[(summary["method"] == method) & (summary["score"] == score)]
-    if len(rows) < 2:
+    runs = steps[(steps["method"] == method) & (steps["score"] == score)]
+    inside = runs.groupby("group")["inside_at_step0"].all()
+    used = sorted(inside.index[~inside])
+    needed = runs[runs["group"].isin(used)]
+    try:
+        fit = fit_log_trend_censored(needed["privacy_loss_4alpha"].to_numpy(), needed["steps"].to_numpy(),
+                                     needed["censored"].to_numpy())
+    except ValueError:
         return None
-    return fit_log_trend(rows["privacy_loss_4alpha"].to_numpy(), rows["steps_mean"].to_numpy())
+    rng = np.random.default_rng(seed)
+    scales = []
+    for _ in range(n_boot):
+        draw = needed.iloc[rng.integers(0, len(needed), len(needed))]
+        try:
+            scales.append(fit_log_trend_censored(draw["privacy_loss_4alpha"].to_numpy(), draw["steps"].to_numpy(),
+                                                 draw["censored"].to_numpy())["scale"])
+        except ValueError:  # a replicate without two measured runs says nothing about the scale
+            continue
+    tail = (1 - ci) / 2 * 100
+    low, high = np.percentile(scales, [tail, 100 - tail]) if len(scales) >= 10 else (np.nan, np.nan)
+    return {**fit, "scale_low": float(low), "scale_high": float(high), "n_boot": len(scales),
+            "groups_used": used, "groups_excluded": sorted(inside.index[inside])}
+
+
+def fits_table(fits: dict[str, dict[str, Any] | None]) -> pd.DataFrame:
+    """The fitted trends as a table: which points entered each fit and its parameters."""
+    rows = []
+    for method, fit in fits.items():
+        if fit is None:
+            rows.append({"method": method, "fitted": False})
+            continue
+        rows.append({"method": method, "fitted": True, "scale": fit["scale"], "scale_low": fit["scale_low"],
+                     "scale_high": fit["scale_high"], "offset": fit["offset"],
+                     "sigma": fit["sigma"], "n_runs": fit["n"], "n_censored": fit["n_censored"],
+                     "converged": fit["converged"], "groups_used": " ".join(fit["groups_used"]),
+                     "groups_excluded": " ".join(fit["groups_excluded"])})
+    return pd.DataFrame(rows)
 
 
 def write_steps_tables(config: dict[str, Any], runs, oracle_evals, scores_path, groups_path,
-                       steps_out, summary_out, curves_out) -> list[Path]:
+                       steps_out, summary_out, curves_out, fits_out) -> list[Path]:
     tables = steps_table(config, runs, oracle_evals, io.load_table(scores_path), io.load_table(groups_path))
+    methods = sorted(set(tables["steps"]["method"]))
+    fits = fits_table({m: theory_fit(tables["steps"], m) for m in methods})
     return [io.save_table(tables["steps"], steps_out), io.save_table(tables["summary"], summary_out),
-            io.save_table(tables["curves"], curves_out)]
+            io.save_table(tables["curves"], curves_out), io.save_table(fits, fits_out)]
+
+
+# Proxies compared with P(x, 4 alpha) in the per-example correlations, when present in scores.parquet.
+DIFFICULTY_PROXIES = ("el2n", "forgetting_events", "learning_speed", "cscore_holdout", "cscore_published",
+                      "privacy_loss_online")
+REFERENCE_SCORE = "privacy_loss_4alpha"
+OWN_SEED_SCORE = "privacy_loss_4alpha_own_seed"
+
+
+def unlearning_examples(config: dict[str, Any], example_paths: Sequence[str | Path], oracle_evals: Sequence[str | Path],
+                        scores: pd.DataFrame, groups: pd.DataFrame) -> pd.DataFrame:
+    """One row per (unlearning run, forget example): oracle reference, per-example steps, gap statistics, scores.
+
+    example_paths: the per-evaluation forget records (`..._forget.parquet`) of every unlearning run.
+    Columns: method, score, group, seed, original_seed, index, label, oracle_center, oracle_sd,
+    half_width, loss_step0, gap_step0 (loss minus centre at step 0), inside_at_step0, steps (first
+    passage, or the last evaluated step when `censored`), censored, steps_run, remaining_gap_<K> for
+    each budget K of `unlearning.gap_budgets`, mean_gap_<max K>, privacy_loss_4alpha (mean over
+    seeds), privacy_loss_4alpha_own_seed (P of the run's own original model) and every proxy column.
+    """
+    from .difficulty import first_passage, gap_statistics, oracle_reference
+
+    bands = config["oracles"]
+    budgets = config["unlearning"]["gap_budgets"]
+    oracles: dict[tuple[str, str], list[dict[str, np.ndarray]]] = {}
+    for path in oracle_evals:
+        oracles.setdefault(_oracle_key(path), []).append(io.load_npz(path, required=("forget_index", "forget_losses")))
+    score_columns = [c for c in (REFERENCE_SCORE, *DIFFICULTY_PROXIES) if c in scores]
+    frames = []
+    for path in example_paths:
+        records = io.load_table(path)
+        method, score, group, seed, original = (records[c].iloc[0] for c in
+                                                ("method", "score", "group", "seed", "original_seed"))
+        evals = oracles.get((score, group))
+        if not evals:
+            raise ValueError(f"no oracle evaluations for group {score}/{group} (needed by {path})")
+        wide = records.pivot(index="step", columns="index", values="loss").sort_index()
+        members = wide.columns.to_numpy()
+        oracle_losses = []
+        for e in evals:
+            order = pd.Series(np.arange(len(e["forget_index"])), index=e["forget_index"])
+            if set(order.index) != set(members):
+                raise ValueError(f"{path}: the oracles of {score}/{group} were evaluated on other examples")
+            oracle_losses.append(e["forget_losses"][order.loc[members].to_numpy()])
+        ref = oracle_reference(np.stack(oracle_losses), tol_abs=bands["tol_abs"], z=bands["z"])
+        steps = wide.index.to_numpy()
+        losses = wide.to_numpy(np.float64)
+        passage = first_passage(steps, losses, ref["center"], ref["half_width"], consecutive=bands["consecutive"])
+        gaps = gap_statistics(steps, losses, ref["center"], budgets)
+        frame = pd.DataFrame({
+            "method": method, "score": score, "group": group, "seed": int(seed), "original_seed": int(original),
+            "index": members, "oracle_center": ref["center"], "oracle_sd": ref["sd"], "half_width": ref["half_width"],
+            "loss_step0": losses[0], "gap_step0": losses[0] - ref["center"],
+            "inside_at_step0": passage["inside_at_step0"], "steps": passage["steps"], "censored": passage["censored"],
+            "steps_run": int(steps[-1]), **gaps,
+        })
+        for column in gaps:  # an example with no gap to close has no gap statistic
+            frame.loc[frame["inside_at_step0"], column] = np.nan
+        own = f"privacy_loss_4alpha_seed{int(original)}"
+        if own not in scores:
+            raise ValueError(f"scores table has no column {own} for the original model of {path}")
+        frames.append(frame.merge(scores[["index", "label", *score_columns, own]].rename(columns={own: OWN_SEED_SCORE}),
+                                  on="index", how="left"))
+    if not frames:
+        raise ValueError("no unlearning runs to analyse")
+    table = pd.concat(frames, ignore_index=True)
+    ranks = groups[["score", "group", "ranks"]].drop_duplicates() if "ranks" in groups else None
+    return table.merge(ranks, on=["score", "group"], how="left") if ranks is not None else table
+
+
+def difficulty_tables(config: dict[str, Any], examples: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Claims 3 and 4 per example: correlations with bootstrap CIs and paired differences, and survival.
+
+    The pool of each method is every forget example of its runs that needed unlearning (outside its
+    band at step 0); examples already inside are counted (`n_inside_at_step0`) and left out, since they
+    carry no information on how hard unlearning is. The difficulty statistics are uncensored (every
+    run reaches the budgets). Survival: Kaplan-Meier fraction of examples not yet unlearned by step k,
+    per (method, score, group), over the examples that needed unlearning, censoring kept.
+    """
+    from .difficulty import difficulty_correlations, kaplan_meier
+
+    budgets = config["unlearning"]["gap_budgets"]
+    analysis = config["proxies"]
+    metrics = [f"mean_gap_{max(budgets)}", f"remaining_gap_{max(budgets)}"]
+    scores = [c for c in (REFERENCE_SCORE, OWN_SEED_SCORE, *DIFFICULTY_PROXIES) if c in examples]
+    correlations = []
+    for method, part in examples.groupby("method", sort=True):
+        pool = part[~part["inside_at_step0"]]
+        for metric in metrics:
+            if pool[metric].notna().sum() < 3:
+                continue
+            table = difficulty_correlations(pool, metric, scores, reference=REFERENCE_SCORE,
+                                            n_boot=analysis["bootstrap"], ci=analysis["ci"], seed=config["groups"]["seed"])
+            correlations.append(table.assign(method=method, n_inside_at_step0=int(part["inside_at_step0"].sum()),
+                                             n_examples=len(part)))
+    survival = []
+    for (method, score, group), part in examples.groupby(["method", "score", "group"], sort=True):
+        needed = part[~part["inside_at_step0"]]
+        if needed.empty:
+            continue
+        curve = kaplan_meier(needed["steps"].to_numpy(), needed["censored"].to_numpy())
+        survival.append(curve.assign(method=method, score=score, group=group, n_examples=len(needed),
+                                     n_inside_at_step0=int(part["inside_at_step0"].sum())))
+    return {"correlations": pd.concat(correlations, ignore_index=True) if correlations else pd.DataFrame(),
+            "survival": pd.concat(survival, ignore_index=True) if survival else pd.DataFrame()}
+
+
+def write_difficulty_tables(config: dict[str, Any], example_paths, oracle_evals, scores_path, groups_path,
+                            examples_out, correlations_out, survival_out) -> list[Path]:
+    examples = unlearning_examples(config, example_paths, oracle_evals, io.load_table(scores_path),
+                                   io.load_table(groups_path))
+    tables = difficulty_tables(config, examples)
+    return [io.save_table(examples, examples_out), io.save_table(tables["correlations"], correlations_out),
+            io.save_table(tables["survival"], survival_out)]

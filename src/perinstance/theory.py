@@ -73,3 +73,64 @@ def fit_log_trend(privacy_loss: np.ndarray, steps: np.ndarray) -> dict[str, floa
         "n": int(p.size),
         "predict": lambda q: log_trend(q, scale, offset),
     }
+
+
+def fit_log_trend_censored(privacy_loss: np.ndarray, steps: np.ndarray,
+                           censored: np.ndarray) -> dict[str, float | int | Callable]:
+    """Maximum-likelihood FIT of steps ~ scale * log P + offset + N(0, sigma^2) with right censoring (Tobit).
+
+    A censored step count is a lower bound (the run, or example, was not unlearned by then): it enters
+    the likelihood as P(steps >= value) instead of as a measured value, so censoring at K_max does not
+    pull the trend down the way plugging in K_max would. Needs at least two uncensored points with
+    different P. Returns `scale`, `offset`, `sigma`, `n`, `n_censored`, `converged`, `predict`.
+    """
+    from scipy.optimize import minimize
+    from scipy.special import log_ndtr
+
+    half_log_2pi = 0.5 * np.log(2 * np.pi)
+
+    p = np.asarray(privacy_loss, dtype=np.float64).ravel()
+    k = np.asarray(steps, dtype=np.float64).ravel()
+    c = np.asarray(censored, dtype=bool).ravel()
+    if not p.shape == k.shape == c.shape:
+        raise ValueError("privacy losses, steps and censored flags must have the same length")
+    if not (np.all(np.isfinite(p)) and np.all(np.isfinite(k))) or np.any(p <= 0):
+        raise ValueError("privacy losses must be finite and > 0, steps finite")
+    x = np.log(p)
+    if (~c).sum() < 2 or np.ptp(x[~c]) == 0:
+        raise ValueError("need at least two uncensored points with different privacy losses")
+    design = np.column_stack([x, np.ones_like(x)])
+    start, *_ = np.linalg.lstsq(design[~c], k[~c], rcond=None)
+    spread = np.std(k[~c] - design[~c] @ start) or np.std(k) or 1.0
+
+    def negative_log_likelihood(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        mu = design @ theta[:2]
+        sigma = np.exp(theta[2])
+        r = (k[~c] - mu[~c]) / sigma  # measured runs: normal density
+        z = (k[c] - mu[c]) / sigma  # censored runs: P(steps >= value)
+        log_sf = log_ndtr(-z)
+        mills = np.exp(-0.5 * z**2 - half_log_2pi - log_sf)  # d(-log sf)/dz, stable far in the tail
+        value = -((-0.5 * r**2 - half_log_2pi).sum() - r.size * theta[2] + log_sf.sum())
+        grad_mu = np.concatenate([r / sigma, mills / sigma])
+        grad = -np.array([(grad_mu * x_order).sum(), grad_mu.sum(), (r**2 - 1).sum() + (mills * z).sum()])
+        return float(value), grad
+
+    x_order = np.concatenate([x[~c], x[c]])
+    # sigma is kept off 0: a sample that fits a line exactly (a bootstrap replicate of two points) has no
+    # finite maximum, and a floor of 1e-3 steps changes no fitted scale or offset
+    span = float(np.ptp(k)) + 1.0
+    bounds = [(None, None), (None, None), (np.log(1e-3), np.log(100 * span))]
+    start_log_sigma = float(np.clip(np.log(spread + 1e-9), *bounds[2]))
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        result = minimize(negative_log_likelihood, np.array([*start, start_log_sigma]), jac=True, method="L-BFGS-B",
+                          bounds=bounds)
+    scale, offset, log_sigma = (float(v) for v in result.x)
+    return {
+        "scale": scale,
+        "offset": offset,
+        "sigma": float(np.exp(log_sigma)),
+        "n": int(p.size),
+        "n_censored": int(c.sum()),
+        "converged": bool(result.success),
+        "predict": lambda q: log_trend(q, scale, offset),
+    }

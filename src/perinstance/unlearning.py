@@ -4,7 +4,8 @@ Each run starts from an original model, takes SGD steps on batches of the retain
 evaluated every `eval_every` steps (step 0 included) on the forget group G, a fixed subset of the
 retain set and the test split. With an oracle band given, a run may stop once the forget loss has
 held inside the band for the required number of consecutive evaluations (plus a margin), which
-keeps already-unlearned groups cheap; the curve then ends there.
+keeps already-unlearned groups cheap; the curve then ends there. The loss-barrier endpoint is the
+model after exactly `barrier.unlearning_steps` steps of every run, stopped early or not (see `unlearn`).
 """
 
 from __future__ import annotations
@@ -78,14 +79,27 @@ def rows_subset(split: Split, rows: np.ndarray) -> Split:
 def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, recipe: UnlearningRecipe, *,
             seed: int, device: torch.device, eval_retain_size: int | None = 500, eval_test_size: int | None = None,
             eval_batch_size: int = 1024, band: tuple[float, float] | None = None, consecutive: int = 3,
-            stop_margin: int = 0, progress: bool = True) -> dict[str, Any]:
+            stop_margin: int = 0, snapshot_at: int | None = None, evaluate_until: int = 0,
+            progress: bool = True) -> dict[str, Any]:
     """Run one unlearning job in place on `model`.
 
     forget_rows: rows of dataset.train forming G. band: (center, half_width) of the oracle band
     on the mean forget loss; when given, stop after the loss held inside it for `consecutive`
     evaluations and `stop_margin` more steps. Returns the curve (one row per evaluation) and the
     per-example forget records (loss, phi, correct at every evaluation).
+
+    evaluate_until: a run that meets the criterion earlier is still trained and evaluated up to this
+    step (the per-example gap statistics at fixed budgets need every run to reach them).
+    snapshot_at: also return, as `snapshot` (CPU state_dict), the model after exactly that many
+    steps (0 <= snapshot_at <= k_max), the same for every group: the loss-barrier endpoint
+    (barrier.unlearning_steps). A run whose criterion stops it earlier keeps training, without
+    evaluations, until that step, on the same batch and noise streams, so the snapshot equals the
+    model of an identical run that never stops. The stop decision, the curve, `steps_run` and the
+    model left in `model` (the final model) are those of the run without a snapshot.
     """
+    if snapshot_at is not None and not 0 <= snapshot_at <= recipe.k_max:
+        raise ValueError(f"the barrier endpoint after {snapshot_at} steps lies outside the run's 0..{recipe.k_max} "
+                         "steps (config keys barrier.unlearning_steps, unlearning.k_max)")
     n = len(dataset.train)
     forget_rows = np.unique(np.asarray(forget_rows, dtype=np.int64))
     if forget_rows.size == 0 or forget_rows.min() < 0 or forget_rows.max() >= n:
@@ -126,15 +140,25 @@ def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, r
         if band is not None and stop_at is None:
             inside_run = inside_run + 1 if abs(row["forget_loss"] - band[0]) <= band[1] else 0
             if inside_run >= consecutive:
-                stop_at = step + stop_margin
+                stop_at = max(step + stop_margin, evaluate_until)
         bar.set_postfix(forget_loss=f"{row['forget_loss']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
+
+    def state_copy() -> dict[str, torch.Tensor]:
+        return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
     bar = tqdm(total=recipe.k_max, desc=f"{recipe.method} seed {seed}", disable=not progress, file=sys.stderr,
                mininterval=2.0)
     evaluate(0)
     step = 0
+    snapshot = state_copy() if snapshot_at == 0 else None
+    # the run proper (curve, final model, steps_run) has ended; a criterion met at step 0 with no
+    # margin ends it before any step, as without a snapshot
+    finished = step >= recipe.k_max or (stop_at is not None and step >= stop_at)
+    steps_run = step
+    # the final model, kept aside while the run trains on to its snapshot
+    final_state = state_copy() if finished and snapshot_at is not None and step < snapshot_at else None
     model.train()
-    while step < recipe.k_max and (stop_at is None or step < stop_at):
+    while not finished or (snapshot_at is not None and step < snapshot_at):
         for batch in epoch_batches(len(retain_rows), recipe.batch_size, "shuffle", batch_gen):
             xb, yb = retain_x[batch].to(device), retain_y[batch].to(device)
             loss = F.cross_entropy(model(xb), yb)
@@ -149,25 +173,37 @@ def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, r
                         p.add_(torch.randn(p.shape, generator=noise_gen, device=device, dtype=p.dtype), alpha=noise_std)
             step += 1
             bar.update(1)
-            stopping = stop_at is not None and step >= stop_at
-            if step % recipe.eval_every == 0 or step == recipe.k_max or stopping:
-                evaluate(step)  # the curve always ends with the final model
-                model.train()
-            if step >= recipe.k_max or stopping:
+            if not finished:
+                stopping = stop_at is not None and step >= stop_at
+                if step % recipe.eval_every == 0 or step == recipe.k_max or stopping:
+                    evaluate(step)  # the curve always ends with the final model
+                    model.train()
+                if step >= recipe.k_max or stopping:
+                    finished, steps_run = True, step
+                    if snapshot_at is not None and step < snapshot_at:
+                        final_state = state_copy()
+            if step == snapshot_at:
+                snapshot = state_copy()
+            if finished and (snapshot_at is None or step >= snapshot_at):
                 break
     bar.close()
+    if final_state is not None:
+        model.load_state_dict(final_state)
     return {"curve": pd.DataFrame(curve), "forget_examples": pd.concat(per_example, ignore_index=True),
-            "stopped_early": stop_at is not None and step < recipe.k_max, "steps_run": step}
+            "stopped_early": stop_at is not None and steps_run < recipe.k_max, "steps_run": steps_run,
+            "snapshot": snapshot, "snapshot_steps": snapshot_at}
 
 
 def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: str, seed: int,
                        groups_csv, original_run, oracle_evals, *, curve_out, examples_out, final_out, model_out,
-                       progress: bool = True) -> None:
+                       barrier_model_out=None, progress: bool = True) -> None:
     """One (method, group, seed) unlearning run from the original model, with its outputs written.
 
     curve_out: one row per evaluation; examples_out: per-example forget records at every
     evaluation; final_out: npz with the final model's per-example forget and full-test losses;
-    model_out: the final weights (loss-barrier endpoints).
+    model_out: the final weights; barrier_model_out (default: `<model_out stem>_barrier.pt` beside
+    it): the weights after exactly barrier.unlearning_steps steps, the loss-barrier endpoint, the
+    same number of steps for every group whether or not the run stopped earlier.
     """
     from pathlib import Path
 
@@ -193,11 +229,13 @@ def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: s
     spec, bands = config["unlearning"], config["oracles"]
     center, half_width, _ = oracle_band(np.asarray(oracle_losses), tol_abs=bands["tol_abs"], z=bands["z"])
     recipe = UnlearningRecipe.from_config(config, method)
-    result = unlearn(model, dataset, rows, recipe, seed=seed, device=device,
+    result = unlearn(model, dataset, rows, recipe, seed=spec["seed_offset"] + seed, device=device,
                      eval_retain_size=spec["eval_retain_size"], eval_test_size=spec["eval_test_size"],
                      eval_batch_size=config["training"]["eval_batch_size"],
                      band=(center, half_width) if spec["stop_when_unlearned"] else None,
-                     consecutive=bands["consecutive"], stop_margin=spec["stop_margin"], progress=progress)
+                     consecutive=bands["consecutive"], stop_margin=spec["stop_margin"],
+                     snapshot_at=config["barrier"]["unlearning_steps"],
+                     evaluate_until=max(spec["gap_budgets"]), progress=progress)
     labels = dict(method=method, score=score, group=group, seed=seed, original_seed=original_seed(config, seed))
     curve = result["curve"].assign(**labels, stopped_early=result["stopped_early"])
     io.save_table(curve, curve_out)
@@ -209,3 +247,6 @@ def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: s
                 forget_phi=f["phi"], forget_correct=f["correct"], test_losses=t["losses"], test_correct=t["correct"],
                 steps_run=np.int64(result["steps_run"]))
     io.save_torch(model.state_dict(), model_out)
+    if barrier_model_out is None:
+        barrier_model_out = Path(model_out).with_name(f"{Path(model_out).stem}_barrier.pt")
+    io.save_torch(result["snapshot"], barrier_model_out)

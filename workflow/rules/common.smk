@@ -128,15 +128,20 @@ def original_run(wildcards):
 
 def unlearn_output(job, kind):
     stem = f"{RESULTS}/unlearn/{job.method}/{job.score}/{job.group}/seed{job.seed}"
-    return {"curve": f"{stem}.csv", "final": f"{stem}_final.npz"}[kind]
+    return {"curve": f"{stem}.csv", "final": f"{stem}_final.npz", "examples": f"{stem}_forget.parquet"}[kind]
 
 
-BARRIER_METHODS = config["barrier"]["methods"]  # a subset of unlearning.methods (validated)
+def barrier_endpoints(wildcards):
+    """method -> unlearned endpoint of one barrier group: run 0's model after barrier.unlearning_steps
+    steps (the same for every group), for the methods plan.barrier_methods gives that group."""
+    group = plan.Group(wildcards.score, wildcards.group)
+    stem = f"{RESULTS}/unlearn/{{method}}/{wildcards.score}/{wildcards.group}/seed0_barrier.pt"
+    return {m: stem.format(method=m) for m in plan.barrier_methods(config, group)}
 
 
-def barrier_unlearned_models(wildcards):
-    stem = f"{RESULTS}/unlearn/{{method}}/{wildcards.score}/{wildcards.group}/seed0.pt"
-    return [stem.format(method=m) for m in BARRIER_METHODS]
+def barrier_paths():
+    """Barrier path tables of every barrier group: the privacy-loss groups and the random groups."""
+    return [f"{RESULTS}/barriers/{g.score}/{g.group}.parquet" for g in plan.barrier_groups(config)]
 
 
 def figure_targets():
@@ -148,16 +153,18 @@ def figure_targets():
         names.append("F3_steps_finetune")
     if config["unlearning"]["proxy_methods"] and plan.comparison_groups(config):
         names.append("F5_hard_groups")
+    names.append("F8_difficulty")
     return [f"{FIGURES}/{name}.png" for name in names]
 
 
 FIGURE_RULES = {"F0_training": "figure_training", "F1_privacy_loss": "figure_privacy",
                 "F4_proxy_correlation": "figure_proxies", "F6_loss_barriers": "figure_barriers",
                 "F7_robustness": "figure_robustness", "F2_steps_sgld": "figure_steps",
-                "F3_steps_finetune": "figure_steps", "F5_hard_groups": "figure_steps"}
+                "F3_steps_finetune": "figure_steps", "F5_hard_groups": "figure_steps",
+                "F8_difficulty": "figure_difficulty"}
 
 
 def figure_sources():
-    """Every input of the targeted figures' rules."""
-    names = {FIGURE_RULES[os.path.basename(path)[: -len(".png")]] for path in figure_targets()}
+    """Every input of the targeted figures' rules and of the claims table."""
+    names = {FIGURE_RULES[os.path.basename(path)[: -len(".png")]] for path in figure_targets()} | {"claims"}
     return sorted({str(path) for name in names for path in getattr(rules, name).input})

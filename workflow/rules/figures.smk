@@ -25,9 +25,11 @@ rule figure_training:
 
 
 rule figure_privacy:
-    """F1: distribution of per-instance privacy losses and the most / least private examples."""
+    """F1: distribution of per-instance privacy losses against the data-independent worst case, and the
+    most / least private examples."""
     input:
         scores=f"{RESULTS}/scores.parquet",
+        worst_case=f"{RESULTS}/privacy/worst_case.csv",
     output:
         png=report(f"{FIGURES}/F1_privacy_loss.png", caption="../report/F1_privacy_loss.rst", category="Privacy"),
         pdf=f"{FIGURES}/F1_privacy_loss.pdf",
@@ -47,7 +49,7 @@ rule figure_privacy:
         "../../envs/plot.yaml"
     shell:
         "{params.cli} figure-privacy --config {params.config_file} --scores {input.scores}"
-        " --out {output.png} > {log} 2>&1"
+        " --worst-case {input.worst_case} --out {output.png} > {log} 2>&1"
 
 
 rule figure_proxies:
@@ -88,7 +90,8 @@ rule figure_steps:
     """F2 (SGLD), F3 (fine-tuning, L1-sparse): steps-to-unlearn per privacy-loss group; F5: hard groups."""
     input:
         steps=f"{RESULTS}/steps.csv",
-        summary=f"{RESULTS}/steps_summary.csv",
+        examples=f"{RESULTS}/unlearning_examples.parquet",
+        survival=f"{RESULTS}/survival.csv",
         curves=f"{RESULTS}/curves.parquet",
     output:
         png=report(f"{FIGURES}/{{step_figure}}.png", caption="../report/steps_figures.rst", category="Unlearning"),
@@ -114,7 +117,8 @@ rule figure_steps:
         "../../envs/plot.yaml"
     shell:
         "{params.cli} figure-steps --config {params.config_file} --kind {params.kind} --methods {params.methods}"
-        " --figure {params.label:q} --steps {input.steps} --summary {input.summary} --curves {input.curves}"
+        " --figure {params.label:q} --steps {input.steps} --examples {input.examples} --survival {input.survival}"
+        " --curves {input.curves}"
         " --out {output.png} > {log} 2>&1"
 
 
@@ -146,7 +150,7 @@ rule figure_robustness:
 rule figure_barriers:
     """F6: loss barriers per privacy-loss group and barrier height vs privacy loss."""
     input:
-        paths=[f"{RESULTS}/barriers/{g.score}/{g.group}.parquet" for g in plan.privacy_groups(config)],
+        paths=barrier_paths(),
         scores=f"{RESULTS}/scores.parquet",
     output:
         png=report(f"{FIGURES}/F6_loss_barriers.png", caption="../report/F6_loss_barriers.rst", category="Barriers"),
@@ -170,3 +174,55 @@ rule figure_barriers:
         "{params.cli} figure-barriers --config {params.config_file} --paths {input.paths} --scores {input.scores}"
         " --examples-out {output.examples} --out {output.png} > {log} 2>&1"
 
+
+rule figure_difficulty:
+    """F8: claims 3 and 4 per example: rho(difficulty, P) and rho(difficulty, proxy), paired differences."""
+    input:
+        correlations=f"{RESULTS}/difficulty_correlations.csv",
+    output:
+        png=report(f"{FIGURES}/F8_difficulty.png", caption="../report/F8_difficulty.rst", category="Unlearning"),
+        pdf=f"{FIGURES}/F8_difficulty.pdf",
+        csv=f"{FIGURES}/F8_difficulty.csv",
+    log:
+        f"{LOGS}/figures/F8_difficulty.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/F8_difficulty.tsv"
+    params:
+        config_file=run_config,
+        cli=CLI,
+        digest=config_digest(),  # figures are cheap: any config change redraws them
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        "{params.cli} figure-difficulty --config {params.config_file} --correlations {input.correlations}"
+        " --out {output.png} > {log} 2>&1"
+
+
+rule claims:
+    """The paper's claims against what this experiment measured, with CIs and verdicts (results.md)."""
+    input:
+        correlations=f"{RESULTS}/difficulty_correlations.csv",
+        fits=f"{RESULTS}/theory_fits.csv",
+        barriers=f"{FIGURES}/F6_loss_barriers.csv",
+    output:
+        csv=f"{FIGURES}/results.csv",
+        markdown=f"{FIGURES}/results.md",
+    log:
+        f"{LOGS}/figures/results.log",
+    benchmark:
+        f"{BENCHMARKS}/figures/results.tsv"
+    params:
+        config_file=run_config,
+        cli=CLI,
+        digest=config_digest(),  # cheap: any config change rewrites it
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../../envs/plot.yaml"
+    shell:
+        "{params.cli} claims --config {params.config_file} --correlations {input.correlations} --fits {input.fits}"
+        " --barriers {input.barriers} --out {output.csv} > {log} 2>&1"

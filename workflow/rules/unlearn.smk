@@ -59,6 +59,9 @@ rule unlearn:
         examples=f"{RESULTS}/unlearn/{{method}}/{{score}}/{{group}}/seed{{useed}}_forget.parquet",
         final=f"{RESULTS}/unlearn/{{method}}/{{score}}/{{group}}/seed{{useed}}_final.npz",
         model=f"{RESULTS}/unlearn/{{method}}/{{score}}/{{group}}/seed{{useed}}.pt",
+        # loss-barrier endpoint: the model after exactly barrier.unlearning_steps steps (written by the
+        # run beside --model-out), the same number of steps for every group
+        barrier_model=f"{RESULTS}/unlearn/{{method}}/{{score}}/{{group}}/seed{{useed}}_barrier.pt",
     log:
         f"{LOGS}/unlearn/{{method}}/{{score}}/{{group}}/seed{{useed}}.log",
     benchmark:
@@ -67,6 +70,7 @@ rule unlearn:
         config_file=run_config,
         cli=CLI,
         digest=config_digest("unlearning", "oracles"),
+        barrier_steps=config["barrier"]["unlearning_steps"],  # reruns the runs when the endpoint moves
     threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
@@ -93,6 +97,7 @@ rule steps:
         steps=f"{RESULTS}/steps.csv",
         summary=f"{RESULTS}/steps_summary.csv",
         curves=f"{RESULTS}/curves.parquet",
+        fits=f"{RESULTS}/theory_fits.csv",
     log:
         f"{LOGS}/steps.log",
     benchmark:
@@ -109,4 +114,35 @@ rule steps:
     shell:
         "{params.cli} steps --config {params.config_file} --curves {input.curves} --finals {input.finals}"
         " --oracles {input.oracles} --scores {input.scores} --groups {input.groups}"
-        " --out {output.steps} --summary {output.summary} --curves-out {output.curves} > {log} 2>&1"
+        " --out {output.steps} --summary {output.summary} --curves-out {output.curves}"
+        " --fits-out {output.fits} > {log} 2>&1"
+
+
+rule difficulty:
+    """Per-example unlearning difficulty (uncensored gap statistics, first passage) and claims 3-4 as correlations."""
+    input:
+        examples=[unlearn_output(job, "examples") for job in UNLEARNING_JOBS],
+        oracles=all_oracle_evaluations(),
+        scores=f"{RESULTS}/scores.parquet",
+        groups=f"{RESULTS}/groups.csv",
+    output:
+        examples=f"{RESULTS}/unlearning_examples.parquet",
+        correlations=f"{RESULTS}/difficulty_correlations.csv",
+        survival=f"{RESULTS}/survival.csv",
+    log:
+        f"{LOGS}/difficulty.log",
+    benchmark:
+        f"{BENCHMARKS}/difficulty.tsv"
+    params:
+        config_file=run_config,
+        cli=CLI,
+        digest=config_digest("oracles", "unlearning", "proxies", "groups"),
+    resources:
+        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
+        runtime=10,
+    conda:
+        "../../envs/torch.yaml"
+    shell:
+        "{params.cli} difficulty --config {params.config_file} --examples {input.examples} --oracles {input.oracles}"
+        " --scores {input.scores} --groups {input.groups} --out {output.examples}"
+        " --correlations-out {output.correlations} --survival-out {output.survival} > {log} 2>&1"

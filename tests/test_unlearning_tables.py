@@ -1,0 +1,110 @@
+"""The per-example unlearning table and the fitted trend's exclusions, on hand-built runs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from perinstance import io
+from perinstance.steps import difficulty_tables, theory_fit, unlearning_examples
+
+from conftest import tiny_config
+
+
+@pytest.fixture
+def config():
+    config = tiny_config()
+    config["unlearning"]["gap_budgets"] = [10, 20]
+    config["oracles"].update(tol_abs=0.1, z=2.0, consecutive=2)
+    return config
+
+
+def _oracles(root, score, group, index, losses):
+    paths = []
+    for r, row in enumerate(losses):
+        path = root / "oracles" / score / group / f"seed{r}.npz"
+        io.save_npz(path, forget_index=np.asarray(index), forget_losses=np.asarray(row, dtype=np.float64))
+        paths.append(path)
+    return paths
+
+
+def _records(root, method, score, group, seed, index, losses, steps=(0, 10, 20)):
+    frame = pd.DataFrame([{"step": s, "index": i, "loss": l, "phi": 0.0, "correct": True}
+                          for s, row in zip(steps, losses) for i, l in zip(index, row)])
+    path = root / "unlearn" / f"{method}_{score}_{group}_{seed}_forget.parquet"
+    io.save_table(frame.assign(method=method, score=score, group=group, seed=seed, original_seed=seed), path)
+    return path
+
+
+def _scores(index):
+    return pd.DataFrame({"index": index, "label": 0, "privacy_loss_4alpha": np.arange(1.0, len(index) + 1),
+                         "privacy_loss_4alpha_seed0": np.arange(1.0, len(index) + 1) * 2,
+                         "el2n": np.arange(len(index))[::-1] * 1.0})
+
+
+def test_per_example_table_by_hand(tmp_path, config):
+    index = [7, 3]
+    # oracles: example 7 centre 1.0 (sd 0 -> band tol_abs 0.1); example 3 centre 2.0
+    oracles = _oracles(tmp_path, "privacy_loss", "high", index, [[1.0, 2.0], [1.0, 2.0]])
+    # example 7: loss 3 -> 2 -> 1 (gap 2 -> 1 -> 0); example 3 sits at its centre from step 0
+    records = _records(tmp_path, "finetune", "privacy_loss", "high", 0, index, [[3.0, 2.0], [2.0, 2.0], [1.0, 2.0]])
+    table = unlearning_examples(config, [records], oracles, _scores([3, 7]),
+                                pd.DataFrame({"score": ["privacy_loss"], "group": ["high"], "index": [7]}))
+    row = table.set_index("index")
+    assert row.loc[7, "oracle_center"] == 1.0 and row.loc[7, "gap_step0"] == 2.0
+    assert not row.loc[7, "inside_at_step0"] and row.loc[3, "inside_at_step0"]
+    assert row.loc[7, "remaining_gap_10"] == 0.5 and row.loc[7, "remaining_gap_20"] == 0.0
+    assert row.loc[7, "mean_gap_20"] == pytest.approx((1 + 0.5) / 2 * 10 / 20 + (0.5 + 0) / 2 * 10 / 20)
+    # one inside evaluation (step 20) of the two consecutive ones needed: censored at the last step
+    assert row.loc[7, "censored"] and row.loc[7, "steps"] == 20
+    assert np.isnan(row.loc[3, "remaining_gap_20"])  # nothing to close: no gap statistic
+    assert row.loc[7, "privacy_loss_4alpha"] == 2.0 and row.loc[7, "privacy_loss_4alpha_own_seed"] == 4.0
+
+
+def test_oracles_of_other_examples_are_refused(tmp_path, config):
+    oracles = _oracles(tmp_path, "privacy_loss", "high", [1, 2], [[1.0, 1.0]])
+    records = _records(tmp_path, "finetune", "privacy_loss", "high", 0, [7, 3], [[3.0, 2.0]] * 3)
+    with pytest.raises(ValueError, match="evaluated on other examples"):
+        unlearning_examples(config, [records], oracles, _scores([3, 7]), pd.DataFrame())
+
+
+def test_difficulty_tables_pool_only_examples_that_needed_unlearning(config):
+    rng = np.random.default_rng(0)
+    n = 60
+    p = rng.lognormal(size=n)
+    frame = pd.DataFrame({"method": "finetune", "score": "privacy_loss", "group": "g", "seed": 0, "index": np.arange(n),
+                          "inside_at_step0": np.arange(n) < 10, "steps": 20, "censored": False,
+                          "mean_gap_20": np.log(p), "remaining_gap_20": np.log(p),
+                          "privacy_loss_4alpha": p, "privacy_loss_4alpha_own_seed": p, "el2n": rng.normal(size=n)})
+    config["proxies"]["bootstrap"] = 50
+    tables = difficulty_tables(config, frame)
+    row = tables["correlations"].query("difficulty == 'mean_gap_20' and score == 'privacy_loss_4alpha'").iloc[0]
+    assert row["n_units"] == 50 and row["n_inside_at_step0"] == 10 and row["rho"] == pytest.approx(1.0)
+    survival = tables["survival"]
+    assert survival["n_examples"].iloc[0] == 50 and survival["survival"].iloc[-1] == 0.0
+
+
+def _runs(groups):
+    rows = []
+    for group, p, inside, steps, censored in groups:
+        for seed, k in enumerate(steps):
+            rows.append({"method": "finetune", "score": "privacy_loss", "group": group, "seed": seed,
+                         "privacy_loss_4alpha": p, "inside_at_step0": inside, "steps": k, "censored": censored[seed]})
+    return pd.DataFrame(rows)
+
+
+def test_theory_fit_leaves_out_groups_inside_the_band_at_step0():
+    runs = _runs([("low", 0.01, True, [0, 0], [False, False]), ("mid", 0.1, True, [0, 0], [False, False]),
+                  ("top2", 10.0, False, [400, 500], [False, False]), ("top1", 100.0, False, [900, 1000], [False, False]),
+                  ("high", 1000.0, False, [1500, 1500], [True, True])])
+    fit = theory_fit(runs, "finetune")
+    assert fit["groups_used"] == ["high", "top1", "top2"] and fit["groups_excluded"] == ["low", "mid"]
+    assert fit["n"] == 6 and fit["n_censored"] == 2
+    # through the two measured groups, the censored one only pushes the trend up
+    assert fit["scale"] >= (950 - 450) / np.log(10) * 0.95
+
+
+def test_theory_fit_is_none_without_two_measured_runs():
+    runs = _runs([("low", 0.01, True, [0, 0], [False, False]), ("high", 1000.0, False, [1500, 1500], [True, True])])
+    assert theory_fit(runs, "finetune") is None
