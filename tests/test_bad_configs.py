@@ -68,6 +68,7 @@ CASES = {
     "k-max-below-consecutive-evaluations": (_set("unlearning.k_max", 4), "'unlearning.k_max'"),
     "barrier-steps-beyond-k-max": (_set("barrier.unlearning_steps", 41), "'barrier.unlearning_steps'"),
     "gap-budget-not-an-evaluation": (_set("unlearning.gap_budgets", [22]), "'unlearning.gap_budgets'"),
+    "ranking-seed-not-trained": (_set("groups.ranking_seed", 7), "'groups.ranking_seed'"),
     "barrier-method-not-run": (_set("barrier.methods", ["sgld", "l1sparse"]), "'barrier.methods'"),
     "duplicate-section": ("experiment: test\nprivacy: {beta: 200}\nprivacy: {alpha: 4}\n",
                           "line 3: duplicate key 'privacy'"),

@@ -112,3 +112,18 @@ def test_plan_jobs_and_seeds():
     assert {j.method for j in privacy} == set(config["unlearning"]["methods"])
     assert plan.original_seed(config, 3) == config["seeds"][3 % len(config["seeds"])]
     assert plan.oracle_seed(0) not in config["seeds"] and plan.holdout_seed(0) != plan.oracle_seed(0)
+
+
+def test_groups_from_one_original_models_ranking():
+    config = tiny_config()
+    config["groups"] |= {"size": 20, "privacy_kinds": ["high"], "linear_bins": 1, "log_bins": 0, "proxy_scores": [],
+                         "random_groups": 0, "ranking_seed": 1}
+    scores = _scores()
+    rng = np.random.default_rng(3)
+    scores["privacy_loss_seed1"] = rng.permutation(scores["privacy_loss"].to_numpy())  # another model's ranking
+    groups = forget_groups(config, scores)
+    own = scores.sort_values("privacy_loss_seed1", ascending=False)["index"].to_numpy()
+    assert set(group_members(groups, "privacy_loss", "high")) == set(own[:20])
+    assert set(group_members(groups, "privacy_loss", "top1")) == set(own[20:40])
+    # and every unlearning run starts from that model
+    assert {plan.original_seed(config, u) for u in range(4)} == {1}

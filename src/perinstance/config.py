@@ -211,6 +211,8 @@ def plan_errors(config: dict[str, Any]) -> list[str]:
         need(dataset["synthetic"]["n"] >= dataset["synthetic"]["num_classes"], "dataset.synthetic.n",
              "needs at least one example per class")
 
+    need(groups["ranking_seed"] is None or groups["ranking_seed"] in config["seeds"], "groups.ranking_seed",
+         f"{groups['ranking_seed']} is not one of the original models' seeds {config['seeds']}")
     proxies = config["proxies"]
     scores = groups["proxy_scores"]
     need("cscore_holdout" not in scores or proxies["holdout_models"] >= 1, "groups.proxy_scores",

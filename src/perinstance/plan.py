@@ -56,7 +56,10 @@ def unlearning_jobs(config: dict[str, Any]) -> list[UnlearningJob]:
 
 
 def original_seed(config: dict[str, Any], unlearning_seed: int) -> int:
-    """Unlearning run u starts from the original model of seeds[u mod len(seeds)]."""
+    """Unlearning run u starts from the original model of seeds[u mod len(seeds)], or of
+    groups.ranking_seed when the groups come from that model's own ranking."""
+    if config["groups"]["ranking_seed"] is not None:
+        return config["groups"]["ranking_seed"]
     seeds = config["seeds"]
     return seeds[unlearning_seed % len(seeds)]
 

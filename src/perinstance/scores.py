@@ -251,7 +251,10 @@ def forget_groups(config: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
                          "(config key groups.proxy_scores; is the proxy enabled?)")
     # rank bins continue below the `high` group instead of repeating it as their first bin
     skip_top = "high" in spec["privacy_kinds"] and spec["linear_bins"] + spec["log_bins"] > 0
-    privacy = build_groups(scores, PRIVACY_SCORE, kinds=spec["privacy_kinds"], linear_bins=spec["linear_bins"] + skip_top,
+    ranked = scores
+    if spec["ranking_seed"] is not None:  # one original model's own ranking, for runs that start from it
+        ranked = scores.assign(**{PRIVACY_SCORE: scores[f"{PRIVACY_SCORE}_seed{spec['ranking_seed']}"]})
+    privacy = build_groups(ranked, PRIVACY_SCORE, kinds=spec["privacy_kinds"], linear_bins=spec["linear_bins"] + skip_top,
                            log_bins=spec["log_bins"], log_bins_to=spec["log_bins_to"], **common)
     if skip_top:
         privacy = privacy[privacy["group"] != f"top0-{spec['size']}"]
