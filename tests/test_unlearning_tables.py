@@ -108,3 +108,15 @@ def test_theory_fit_leaves_out_groups_inside_the_band_at_step0():
 def test_theory_fit_is_none_without_two_measured_runs():
     runs = _runs([("low", 0.01, True, [0, 0], [False, False]), ("high", 1000.0, False, [1500, 1500], [True, True])])
     assert theory_fit(runs, "finetune") is None
+
+
+def test_per_example_epsilon_refuses_models_evaluated_on_other_examples():
+    from perinstance.steps import _mean_epsilon
+
+    def model(index):
+        return {"forget_index": np.asarray(index), "forget_phi": np.zeros(len(index))}
+
+    finals = [model([1, 2, 3]), model([1, 2, 3])]
+    assert np.isfinite(_mean_epsilon(finals, [model([1, 2, 3])] * 8))
+    with pytest.raises(ValueError, match="different forget examples or orders"):
+        _mean_epsilon(finals, [model([1, 2, 3])] * 7 + [model([3, 2, 1])])

@@ -85,6 +85,10 @@ def _mean_epsilon(finals: list[dict[str, np.ndarray]], oracles: list[dict[str, n
     """Mean per-example epsilon over the group, when there are enough models to estimate it."""
     if len(oracles) < MIN_ORACLES_FOR_EPSILON or len(finals) < 2:
         return float("nan")
+    # phi arrays are stacked column by column: every model must list the same examples in the same order
+    reference = finals[0]["forget_index"]
+    if not all(np.array_equal(m["forget_index"], reference) for m in [*finals, *oracles]):
+        raise ValueError("unlearned and oracle models were evaluated on different forget examples or orders")
     return float(np.mean(per_example_epsilon(np.stack([f["forget_phi"] for f in finals]),
                                              np.stack([o["forget_phi"] for o in oracles]))))
 
