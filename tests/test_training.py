@@ -302,3 +302,104 @@ def test_train_replaces_its_own_previous_run(finished_run, dataset, tmp_path):
     assert io.is_run_dir(out) and not _same_weights(straight, out)
     train_run(config, 0, out, progress=False, dataset=dataset)
     assert _same_weights(straight, out)
+
+
+# ----------------------------------------------------------------------- update rule, optimizer state, schedules
+
+
+def _poisson_first_step(dataset, tmp_path, record_norms):
+    config = tiny_config(sampling="poisson", epochs=1,
+                         checkpoints={"step0": True, "log_start": 1, "every_epochs": 1},
+                         dynamics={"early_epoch": 1, "batch_grad_norms": record_norms})
+    out = train_run(config, 5, tmp_path / f"poisson_{record_norms}", progress=False, dataset=dataset)
+    return config, out
+
+
+@pytest.mark.parametrize("record_norms", [True, False])
+def test_poisson_step_uses_the_sum_over_the_expected_batch_size(dataset, tmp_path, record_norms):
+    """Accounted rule: theta_1 = theta_0 - lr (sum_i grad l_i / B + wd theta_0), B the expected batch size."""
+    config, out = _poisson_first_step(dataset, tmp_path, record_norms)
+    training = config["training"]
+    n, big_b = len(dataset.train), training["batch_size"]
+    batch = epoch_batches(n, big_b, "poisson", torch.Generator().manual_seed(5))[0]
+    assert len(batch) == 37 and big_b == 32  # a realised batch of another size than B: sum/B != mean
+    lr = float(load_run_dynamics(out)["lr"][0])
+    assert lr == pytest.approx(0.05)
+    x, y = dataset.train.x[batch], dataset.train.y[batch]
+
+    def manual_step(divisor):
+        model = _model_from(out, config, dataset, "checkpoints/step_0000000.pt").train()
+        loss = F.cross_entropy(model(x), y, reduction="sum") / divisor
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        with torch.no_grad():  # the first SGD step: the momentum buffer is the gradient itself
+            return {name: p - lr * (g + training["weight_decay"] * p)
+                    for (name, p), g in zip(model.named_parameters(), grads)}
+
+    after = io.load_state_dict(out / "checkpoints/step_0000001.pt")
+    summed, meaned = manual_step(big_b), manual_step(len(batch))
+    for name, expected in summed.items():
+        torch.testing.assert_close(after[name], expected, rtol=1e-5, atol=1e-7)
+    moved = max((after[k] - meaned[k]).abs().max().item() for k in meaned)
+    assert moved > 1e-4  # the mean rule (the old behaviour) is far outside the tolerance
+    if record_norms:  # per-example norms are those of each example's own loss, not rescaled by b / B
+        dyn = load_run_dynamics(out)
+        rows = dyn["presentation_step"] == 0
+        assert np.array_equal(dyn["presentation_example"][rows], batch.numpy())
+        model0 = _model_from(out, config, dataset, "checkpoints/step_0000000.pt")
+        np.testing.assert_allclose(dyn["presentation_grad_norm"][rows], per_example_grad_norms(model0, x, y).numpy(),
+                                   rtol=1e-4)
+
+
+def test_empty_poisson_batch_is_a_weight_decay_step(dataset, tmp_path, monkeypatch):
+    import perinstance.training as training_module
+
+    real = training_module.epoch_batches
+    monkeypatch.setattr(training_module, "epoch_batches",
+                        lambda n, b, sampling, gen: [torch.empty(0, dtype=torch.long)] + real(n, b, sampling, gen)[1:])
+    config, out = _poisson_first_step(dataset, tmp_path, True)
+    before = io.load_state_dict(out / "checkpoints/step_0000000.pt")
+    after = io.load_state_dict(out / "checkpoints/step_0000001.pt")
+    decay = 1 - 0.05 * config["training"]["weight_decay"]
+    for name in before:
+        torch.testing.assert_close(after[name], before[name] * decay, rtol=1e-6, atol=1e-8)
+
+
+def test_optimizer_state_is_saved_only_at_the_spawn_epoch(finished_run, dataset):
+    config, out = finished_run
+    spe = steps_per_epoch(len(dataset.train), 32, "shuffle")
+    assert config["barrier"]["spawn_epoch"] == 1
+    saved = sorted(p.name for p in (out / "checkpoints").glob("optimizer_*"))
+    assert saved == [f"optimizer_step_{spe:07d}.pt"]
+    state = io.load_torch(out / "checkpoints" / saved[0])
+    assert state["param_groups"][0]["momentum"] == 0.9
+    buffers = [s["momentum_buffer"] for s in state["state"].values()]
+    assert len(buffers) == len(io.load_state_dict(out / "model.pt")) and all(b.abs().sum() > 0 for b in buffers)
+
+
+def test_explicit_schedule_and_optimizer_state_are_checked(dataset, tmp_path):
+    config = tiny_config(epochs=1)
+    with pytest.raises(ValueError, match=r"one finite lr >= 0 per step, 1 epochs x 6 steps = 6, got shape \(5,\)"):
+        train_run(config, 0, tmp_path / "a", progress=False, dataset=dataset, schedule=np.full(5, 0.1))
+    state = {"state": {}, "param_groups": [{"momentum": 0.5, "weight_decay": 2e-3, "params": [0]}]}
+    with pytest.raises(ValueError, match="momentum 0.5, config key training.momentum is 0.9"):
+        train_run(config, 0, tmp_path / "b", progress=False, dataset=dataset, init_optimizer_state=state)
+    out = train_run(config, 0, tmp_path / "c", progress=False, dataset=dataset, schedule=np.linspace(0.06, 0.01, 6))
+    np.testing.assert_array_equal(load_run_dynamics(out)["lr"], np.linspace(0.06, 0.01, 6))
+
+
+def test_fingerprint_covers_schedule_and_optimizer_state(dataset):
+    from perinstance.training import _run_fingerprint
+
+    config, cpu = tiny_config(), torch.device("cpu")
+    base = _run_fingerprint(config, 0, dataset, cpu, None)
+    opt = {"state": {0: {"momentum_buffer": torch.zeros(2)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+    other = {"state": {0: {"momentum_buffer": torch.ones(2)}}, "param_groups": [{"lr": 0.1, "params": [0]}]}
+    variants = {
+        _run_fingerprint(config, 0, dataset, cpu, None, schedule=np.full(18, 0.05)),
+        _run_fingerprint(config, 0, dataset, cpu, None, schedule=np.full(18, 0.04)),
+        _run_fingerprint(config, 0, dataset, cpu, None, init_optimizer_state=opt),
+        _run_fingerprint(config, 0, dataset, cpu, None, init_optimizer_state=other),
+        _run_fingerprint(config, 0, dataset, cpu, None, optimizer_state_at=6),
+        _run_fingerprint(tiny_config(sampling="poisson"), 0, dataset, cpu, None),
+    }
+    assert base not in variants and len(variants) == 6

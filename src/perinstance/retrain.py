@@ -148,21 +148,49 @@ def run_oracle(config: dict[str, Any], score: str, group: str, oracle: int, grou
     return Path(eval_out)
 
 
+def continued_schedule(original_lr: np.ndarray, original_steps_per_epoch: int, spawn_epoch: int,
+                       steps_per_epoch: int) -> np.ndarray:
+    """The lr of every step of a run spawned at `spawn_epoch` that continues `original_lr`.
+
+    The spawned run trains on another set (D minus G), so its epochs can have fewer steps than
+    the original's. Rule: its step i (of `steps_per_epoch` per epoch) sits at epoch
+    spawn_epoch + i / steps_per_epoch and takes the original's lr at the step that started at or
+    before that epoch fraction, original step spawn_epoch * S + floor(i * S / steps_per_epoch),
+    S = `original_steps_per_epoch`. With equal steps per epoch it is the original's lr[spawn step:]
+    exactly; either way the spawned run ends where the original's schedule ends.
+    """
+    original_lr = np.asarray(original_lr, dtype=np.float64)
+    s = int(original_steps_per_epoch)
+    if s <= 0 or len(original_lr) % s:
+        raise ValueError(f"the original's schedule ({len(original_lr)} steps) is not whole epochs of {s} steps")
+    epochs = len(original_lr) // s
+    if not 0 <= spawn_epoch < epochs:
+        raise ValueError(f"spawn epoch {spawn_epoch} is not before the original's last epoch ({epochs})")
+    steps = np.arange((epochs - spawn_epoch) * int(steps_per_epoch), dtype=np.int64)
+    return original_lr[spawn_epoch * s + (steps * s) // int(steps_per_epoch)]
+
+
 def run_spawned_oracle(config: dict[str, Any], score: str, group: str, groups_csv: str | Path,
                        original_run: str | Path, model_out: str | Path, *, progress: bool = True,
                        force: bool = False) -> Path:
     """Oracle spawned from the original's checkpoint at epoch `barrier.spawn_epoch`, trained on D minus G.
 
     It shares the original's early trajectory, so both endpoints of the barrier path sit in one basin.
+    It is a continuation of the original run: it starts from the original's weights AND optimizer
+    state (momentum buffers, checkpoints/optimizer_step_XXXXXXX.pt) at the spawn epoch, and its lr
+    follows the original's per-step schedule (dynamics.npz `lr`) from the spawn step to the end,
+    mapped onto its own, possibly shorter, epochs by epoch fraction (continued_schedule). It trains
+    on D minus G for the remaining epochs with its own data order (seed oracle_seed(0)).
     The model is trained in the sibling directory `<model_out>.run` (`force`: see holdout_predictions).
     """
     from . import io
     from .plan import oracle_seed
     from .groups import forget_rows
-    from .training import load_checkpoint_index
+    from .training import load_checkpoint_index, optimizer_state_file, steps_per_epoch
 
     spawn_epoch = config["barrier"]["spawn_epoch"]
-    epochs = config["training"]["epochs"]
+    training = config["training"]
+    epochs = training["epochs"]
     if not 0 <= spawn_epoch < epochs:
         raise ValueError(f"config key 'barrier.spawn_epoch' must be in [0, training.epochs), got {spawn_epoch}")
     original_run = Path(original_run)
@@ -171,14 +199,29 @@ def run_spawned_oracle(config: dict[str, Any], score: str, group: str, groups_cs
     if at.empty:
         raise ValueError(f"run {original_run} has no checkpoint at epoch {spawn_epoch} (config key barrier.spawn_epoch; "
                          "training.checkpoints.every_epochs must divide it)")
+    original = io.load_npz(original_run / "dynamics.npz", required=("lr", "steps_per_epoch"))
+    original_spe = int(original["steps_per_epoch"])
+    if len(original["lr"]) != epochs * original_spe:
+        raise ValueError(f"run {original_run} trained {len(original['lr'])} steps, not training.epochs ({epochs}) x "
+                         f"{original_spe}: it belongs to another config; retrain it")
+    spawn_step = int(at["step"].iloc[0])
+    optimizer_file = original_run / optimizer_state_file(spawn_step)
+    if not optimizer_file.is_file():
+        raise FileNotFoundError(f"run {original_run} holds no optimizer state at epoch {spawn_epoch} "
+                                f"({optimizer_file.name}): it was trained before optimizer states were saved, "
+                                "or for another barrier.spawn_epoch; retrain it (delete the run directory and rerun)")
+    optimizer_state = io.load_torch(optimizer_file)
     dataset = load_dataset(**config["dataset"])
     rows = forget_rows(dataset, groups_csv, score, group)
     keep = np.ones(len(dataset.train), dtype=bool)
     keep[rows] = False
+    retain = subset_dataset(dataset, keep)
+    schedule = continued_schedule(original["lr"], original_spe, spawn_epoch,
+                                  steps_per_epoch(len(retain.train), training["batch_size"], training["sampling"]))
     run_dir = Path(model_out).with_suffix(".run")
     train_run(lean_config(config, epochs - spawn_epoch), oracle_seed(0), run_dir, progress=progress,
-              dataset=subset_dataset(dataset, keep),
-              init_state=io.load_state_dict(original_run / at["file"].iloc[0]), force=force)
+              dataset=retain, init_state=io.load_state_dict(original_run / at["file"].iloc[0]),
+              init_optimizer_state=optimizer_state, schedule=schedule, force=force)
     io.copy_file(run_dir / "model.pt", model_out)
     discard_run(run_dir)
     return Path(model_out)

@@ -3,7 +3,9 @@
 One run = (config, seed). It writes a run directory:
 
     model.pt          final weights (state_dict)
-    checkpoints/      step_XXXXXXX.pt at the configured schedule, checkpoints.csv indexes them
+    checkpoints/      step_XXXXXXX.pt at the configured schedule, checkpoints.csv indexes them;
+                      optimizer_step_XXXXXXX.pt, the optimizer state (momentum buffers) at the checkpoint
+                      of epoch barrier.spawn_epoch only, from which the spawned oracle continues
     dynamics.npz      per-presentation records (step, example, correct, loss, in-batch grad norm),
                       the lr of every step, and logits of every training example after `early_epoch`
     history.csv       loss/accuracy on the full train and test splits over training (F0)
@@ -11,6 +13,13 @@ One run = (config, seed). It writes a run directory:
 
 The run is built in a `.partial` sibling directory and published with one rename; a resume
 state saved there after every epoch lets an interrupted run continue bit-identically.
+
+Update rule. Under `training.sampling: poisson` a step back-propagates the sum of the realised
+batch's per-example losses divided by the EXPECTED batch size B (training.batch_size), the rule the
+privacy accounting assumes (one example moves the step by lr * g(x) / B); an empty Poisson batch is
+a pure weight-decay / momentum (and SGLD noise) step. Under `shuffle` it back-propagates the mean
+over the batch: the short last batch of an epoch then takes steps of lr * g(x) / b with b < B,
+which the accounting approximates by B (docs/accounting.md).
 """
 
 from __future__ import annotations
@@ -82,6 +91,25 @@ def learning_rates(training: dict[str, Any], n_steps_per_epoch: int) -> np.ndarr
     if warmup > 0:
         lrs = lrs * np.minimum(1.0, (epoch + 1.0 / n_steps_per_epoch) / warmup)
     return lrs
+
+
+def optimizer_state_file(step: int) -> str:
+    """Run-relative name of the optimizer state saved beside the checkpoint of `step`."""
+    return f"checkpoints/optimizer_step_{step:07d}.pt"
+
+
+def optimizer_state_step(config: dict[str, Any], n_steps_per_epoch: int) -> int | None:
+    """The step whose checkpoint also gets the optimizer state: that of epoch barrier.spawn_epoch,
+    when it is a checkpoint before the final step (never in the lean runs of retrain.py, whose only
+    checkpoint is the final one)."""
+    spawn = (config.get("barrier") or {}).get("spawn_epoch")
+    if spawn is None:
+        return None
+    training = config["training"]
+    step = int(spawn) * n_steps_per_epoch
+    total = training["epochs"] * n_steps_per_epoch
+    at = checkpoint_steps(training["checkpoints"], n_steps_per_epoch, training["epochs"])
+    return step if step < total and step in at else None
 
 
 def checkpoint_steps(checkpoints: dict[str, Any], n_steps_per_epoch: int, epochs: int) -> list[int]:
@@ -243,14 +271,31 @@ def _state_fingerprint(state: dict[str, torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def _optimizer_fingerprint(state: dict[str, Any]) -> str:
+    """sha256 of an optimizer state_dict: its hyperparameters and every buffer."""
+    h = hashlib.sha256(json.dumps(state.get("param_groups"), sort_keys=True, default=repr).encode())
+    for index, buffers in sorted(state.get("state", {}).items(), key=lambda item: str(item[0])):
+        for name, value in sorted(buffers.items()):
+            h.update(json.dumps([str(index), name]).encode())
+            h.update(_tensor_bytes(value) if isinstance(value, torch.Tensor) else repr(value).encode())
+    return h.hexdigest()
+
+
 def _run_fingerprint(config: dict[str, Any], seed: int, dataset: Dataset, device: torch.device,
-                     init_state: dict[str, torch.Tensor] | None) -> str:
+                     init_state: dict[str, torch.Tensor] | None, *,
+                     init_optimizer_state: dict[str, Any] | None = None, schedule: np.ndarray | None = None,
+                     optimizer_state_at: int | None = None) -> str:
     """sha256 of everything that determines a run's numbers: a resume state must carry the same one."""
     payload = {
         "dataset": config["dataset"], "model": config["model"], "training": config["training"],
         "device": config["device"], "device_type": device.type,  # generator states are per device type
         "seed": seed, "train": _split_fingerprint(dataset.train), "test": _split_fingerprint(dataset.test),
         "init_state": None if init_state is None else _state_fingerprint(init_state),
+        "init_optimizer_state": None if init_optimizer_state is None else _optimizer_fingerprint(init_optimizer_state),
+        "schedule": None if schedule is None else hashlib.sha256(
+            np.ascontiguousarray(schedule, dtype=np.float64).tobytes()).hexdigest(),
+        "optimizer_state_at": optimizer_state_at,  # a partial run must hold the spawn epoch's optimizer state
+        "update_rule": "sum / expected B" if config["training"]["sampling"] == "poisson" else "batch mean",
     }
     canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), default=repr)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -293,15 +338,23 @@ def _divergence(recorder: _Recorder, first: int, model: torch.nn.Module) -> tupl
 
 def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progress: bool = True,
               dataset: Dataset | None = None, stop_after_epoch: int | None = None,
-              init_state: dict[str, torch.Tensor] | None = None, force: bool = False) -> Path:
+              init_state: dict[str, torch.Tensor] | None = None,
+              init_optimizer_state: dict[str, Any] | None = None, schedule: np.ndarray | None = None,
+              force: bool = False) -> Path:
     """Train one original model and publish its run directory at `out_dir`.
 
     `config` must be validated (perinstance.config). `stop_after_epoch` simulates an
     interruption (tests): the run stops after that epoch, leaving only its resume state.
     `init_state` starts from given weights instead of the seed's initialization (spawned runs).
+    `init_optimizer_state` (an SGD state_dict, e.g. a run's optimizer_step_XXXXXXX.pt) starts
+    the optimizer from it: its momentum buffers, and its momentum / weight decay, which must be
+    the config's. `schedule` gives the lr of every step (training.epochs * steps per epoch
+    values) instead of the one training.lr_schedule defines: a spawned run continues another
+    run's schedule with it. The run saves the optimizer state beside the checkpoint of epoch
+    barrier.spawn_epoch (optimizer_state_step), and nowhere else.
     A partial run is resumed only if its fingerprint (config, seed, training data, initial
-    weights) matches; otherwise it is discarded with a note on stderr. An existing `out_dir`
-    is replaced only if it is a run directory of this project, unless `force`
+    weights and optimizer state, schedule) matches; otherwise it is discarded with a note on
+    stderr. An existing `out_dir` is replaced only if it is a run directory of this project, unless `force`
     (io.RefusedOverwrite). A run whose loss or weights become non-finite raises DivergedRun and
     publishes nothing.
     """
@@ -313,12 +366,26 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
     training = config["training"]
     device = resolve_device(config["device"])
     dataset = dataset if dataset is not None else load_dataset(**config["dataset"])
-    fingerprint = _run_fingerprint(config, seed, dataset, device, init_state)
     train: Split = dataset.train
     n = len(train)
     spe = steps_per_epoch(n, training["batch_size"], training["sampling"])
-    lrs = learning_rates(training, spe)
+    if schedule is None:
+        lrs = learning_rates(training, spe)
+    else:
+        lrs = np.asarray(schedule, dtype=np.float64)
+        if lrs.shape != (training["epochs"] * spe,) or not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
+            raise ValueError(f"schedule must hold one finite lr >= 0 per step, {training['epochs']} epochs x {spe} "
+                             f"steps = {training['epochs'] * spe}, got shape {lrs.shape}")
+    if init_optimizer_state is not None:
+        for group in init_optimizer_state.get("param_groups", []):
+            for key in ("momentum", "weight_decay"):
+                if key in group and not math.isclose(group[key], training[key], rel_tol=1e-12, abs_tol=0.0):
+                    raise ValueError(f"init_optimizer_state has {key} {group[key]!r}, config key training.{key} "
+                                     f"is {training[key]!r}: a continued run must keep the recipe")
     save_at = set(checkpoint_steps(training["checkpoints"], spe, training["epochs"]))
+    optimizer_at = optimizer_state_step(config, spe)
+    fingerprint = _run_fingerprint(config, seed, dataset, device, init_state, init_optimizer_state=init_optimizer_state,
+                                   schedule=None if schedule is None else lrs, optimizer_state_at=optimizer_at)
     el2n_epoch = early_epoch(training)
 
     def fresh_work_dir(why: str) -> None:
@@ -338,6 +405,8 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
             model.parameters(), lr=training["lr"], momentum=training["momentum"],
             weight_decay=training["weight_decay"],
         )
+        if init_optimizer_state is not None:
+            optimizer.load_state_dict(init_optimizer_state)  # moves the buffers to the parameters' device
         batch_gen = torch.Generator().manual_seed(seed)
         noise_gen = torch.Generator(device=device).manual_seed(seed + 1_000_003)
         return model, optimizer, batch_gen, noise_gen
@@ -373,6 +442,8 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
     def save_checkpoint(step: int) -> None:
         name = f"checkpoints/step_{step:07d}.pt"
         io.save_torch(model.state_dict(), work / name)
+        if step == optimizer_at:  # the spawned oracle continues from here (retrain.run_spawned_oracle)
+            io.save_torch(optimizer.state_dict(), work / optimizer_state_file(step))
         checkpoint_rows.append({"step": step, "epoch": step / spe, "file": name})
 
     if start_epoch == 0:
@@ -381,6 +452,8 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
         history.append(_history_row(model, dataset, 0, 0, training["eval_batch_size"], device, 0.0))
     sgld_std = training["optimizer"] == "sgld"
     record_norms = training["dynamics"]["batch_grad_norms"]
+    # Poisson sampling: sum of per-example losses / expected B, the accounted rule (module docstring)
+    poisson_divisor = float(training["batch_size"]) if training["sampling"] == "poisson" else None
     epochs = tqdm(range(start_epoch, training["epochs"]), desc=f"train seed {seed}", disable=not progress,
                   initial=start_epoch, total=training["epochs"], file=sys.stderr, mininterval=2.0)
     model.train()
@@ -400,13 +473,18 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
                 norms = None
                 logits = model(xb)
                 losses = F.cross_entropy(logits, yb, reduction="none")
-                loss = losses.mean()
+                loss = losses.mean() if poisson_divisor is None else losses.sum() / poisson_divisor
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.zero_grad(set_to_none=True)
             if record_norms and len(batch) > 0:
                 # The mean-loss backward of the step also yields each example's gradient norm.
                 logits, losses, norms = loss_backward_with_norms(model, xb, yb)
+                if poisson_divisor is not None:  # mean over b -> sum / B: scale the gradient by b / B
+                    with torch.no_grad():
+                        for p in model.parameters():
+                            if p.grad is not None:
+                                p.grad.mul_(len(batch) / poisson_divisor)
             else:
                 loss.backward()
             optimizer.step()
@@ -487,6 +565,7 @@ def _write_outputs(work: Path, config, seed, dataset: Dataset, model, recorder: 
             "steps": int(len(lrs)), "steps_per_epoch": int(spe), "checkpoints": len(checkpoint_rows),
             "train_accuracy": final["train_accuracy"], "test_accuracy": final["test_accuracy"],
             "train_seconds": elapsed, "device": str(device), "torch": torch.__version__,
+            "update_rule": "sum / expected B" if training["sampling"] == "poisson" else "batch mean",
             "python": platform.python_version(), "training": training,
         },
         work / "summary.json",
