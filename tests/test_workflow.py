@@ -47,16 +47,17 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
     jobs = {k: str(v) for k, v in _job_counts(result.stdout).items()}
     assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == "8"
     assert jobs["figure_steps"] == "3"
-    assert jobs["spawned_oracle"] == jobs["barrier"] == "5"  # one per privacy-loss group
-    for single in ("robustness", "figure_barriers", "figure_robustness"):
+    # one per privacy-loss group (low, mid, high, top1-top7) and per random group
+    assert jobs["spawned_oracle"] == jobs["barrier"] == "11"
+    for single in ("robustness", "figure_barriers", "figure_robustness", "difficulty", "figure_difficulty", "claims"):
         assert jobs[single] == "1", single
     for single in ("privacy_loss", "proxies", "scores", "correlations", "groups", "steps",
                    "figure_training", "figure_privacy", "figure_proxies"):
         assert jobs[single] == "1", single
-    # 10 groups (low, mid, high, top1, top2; 4 proxies' high; 1 random) x 3 oracles
-    assert jobs["oracle"] == "30"
-    # 5 privacy groups x 3 methods x 2 seeds + 5 comparison groups x finetune x 2 seeds
-    assert jobs["unlearn"] == "40"
+    # 15 groups (low, mid, high, top1-top7; 4 proxies' high; 1 random) x 3 oracles
+    assert jobs["oracle"] == "45"
+    # 10 privacy groups x 3 methods x 2 seeds + 5 comparison groups x finetune x 2 seeds
+    assert jobs["unlearn"] == "70"
 
 
 def test_committed_figures_without_results_rerun_the_experiment(tmp_path):
@@ -69,7 +70,7 @@ def test_committed_figures_without_results_rerun_the_experiment(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result.stdout)
-    assert jobs["train"] == 3 and jobs["figure_training"] == 1 and jobs["oracle"] == 30
+    assert jobs["train"] == 3 and jobs["figure_training"] == 1 and jobs["oracle"] == 45 and jobs["claims"] == 1
 
 
 def _job_counts(stdout: str) -> dict[str, int]:
@@ -87,7 +88,7 @@ def test_paper_configs_dry_run(tmp_path, name, seeds):
     assert jobs["oracle"] == 12 * 8
     # 6 privacy groups x 3 methods x 3 seeds + 6 comparison groups x finetune x 3 seeds
     assert jobs["unlearn"] == 6 * 3 * 3 + 6 * 3
-    assert jobs["spawned_oracle"] == jobs["barrier"] == 6
+    assert jobs["spawned_oracle"] == jobs["barrier"] == 8  # 6 privacy-loss groups + 2 random groups
 
 
 def test_bad_config_fails_before_running(tmp_path):
@@ -138,9 +139,16 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert tiny_run["returncode"] == 0, tiny_run["output"][-3000:]
     figure_dir = tmp_path / "figures/test"
     for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
-                   "F5_hard_groups", "F6_loss_barriers", "F7_robustness"):
+                   "F5_hard_groups", "F6_loss_barriers", "F7_robustness", "F8_difficulty"):
         for suffix in ("png", "pdf", "csv"):
             assert (figure_dir / f"{figure}.{suffix}").stat().st_size > 0
+    assert "| claim | method |" in (figure_dir / "results.md").read_text()
+    examples = pd.read_parquet(tmp_path / "results/test/unlearning_examples.parquet")
+    # one row per (run, forget example): 7 runs of 10 examples; every example that needed unlearning has its gaps
+    assert len(examples) == 70 and examples["steps"].between(0, 40).all()
+    needed = examples[~examples["inside_at_step0"]]
+    assert needed["remaining_gap_40"].notna().all() and needed["mean_gap_40"].notna().all()
+    assert examples.loc[examples["inside_at_step0"], "remaining_gap_40"].isna().all()
     scores = pd.read_parquet(tmp_path / "results/test/scores.parquet")
     assert len(scores) == 180 and scores["index"].is_unique
     for column in ("privacy_loss", "privacy_loss_4alpha", "privacy_loss_online", "privacy_loss_seed0", "privacy_loss_seed1"):
@@ -167,7 +175,7 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
     for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
-                   "F5_hard_groups", "F6_loss_barriers", "F7_robustness"):
+                   "F5_hard_groups", "F6_loss_barriers", "F7_robustness", "F8_difficulty"):
         assert f"{figure}.png" in html, figure
     assert _tree(tmp_path / "results") == results_before
     # a rerun finds everything complete and does nothing

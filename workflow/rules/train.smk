@@ -10,6 +10,8 @@ rule train:
         config_file=run_config,
         cli=CLI,
         digest=config_digest("dataset", "model", "training", "device"),
+        # the run keeps its optimizer state at this epoch for the spawned oracles
+        spawn_epoch=config["barrier"]["spawn_epoch"],
     threads: config["threads"]
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
