@@ -106,6 +106,7 @@ def tiny_run(tmp_path_factory):
     modified = yaml.safe_load(TEST_CONFIG.read_text())
     modified["privacy"]["beta"] = 50
     modified["unlearning"]["k_max"] = 20
+    modified["unlearning"]["gap_budgets"] = [10, 20]  # within the shorter runs
     (cwd / "modified.yaml").write_text(yaml.safe_dump(modified))
     command, env = _command("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=cwd)
     first = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -187,7 +188,7 @@ def test_tiny_workflow_end_to_end(tiny_run):
 def test_config_change_reruns_only_what_reads_it(tiny_run):
     cwd = tiny_run["cwd"]
     changed = yaml.safe_load(TEST_CONFIG.read_text())
-    changed["unlearning"]["k_max"] = 30
+    changed["unlearning"]["k_max"] = 45
     (cwd / "changed.yaml").write_text(yaml.safe_dump(changed))
     result = snakemake("-n", "--configfile", str(cwd / "changed.yaml"), cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]

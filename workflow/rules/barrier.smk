@@ -26,10 +26,7 @@ rule spawned_oracle:
 
 
 rule barrier:
-    """Per-example loss along original -> unlearned and original -> spawned-oracle paths for one group.
-
-    The unlearned endpoints are taken after barrier.unlearning_steps steps for every group; the groups
-    are the privacy-loss groups and the random groups (plan.barrier_groups)."""
+    """Per-example loss along original -> unlearned (after barrier.unlearning_steps) and -> spawned-oracle paths."""
     input:
         groups=f"{RESULTS}/groups.csv",
         original=f"{train_run_dir(plan.original_seed(config, 0))}",

@@ -25,8 +25,7 @@ rule figure_training:
 
 
 rule figure_privacy:
-    """F1: distribution of per-instance privacy losses against the data-independent worst case, and the
-    most / least private examples."""
+    """F1: per-instance privacy losses against the data-independent worst case; most / least private examples."""
     input:
         scores=f"{RESULTS}/scores.parquet",
         worst_case=f"{RESULTS}/privacy/worst_case.csv",

@@ -49,10 +49,7 @@ rule proxies:
 
 
 rule correlations:
-    """Spearman and Kendall correlations between privacy loss and each proxy, bootstrap CIs.
-
-    Pairs with the privacy loss resample its training seeds (privacy_loss_seed<N>) as well as the
-    examples; the example-only interval is kept beside it (ci_low_examples, ci_high_examples)."""
+    """Spearman and Kendall of privacy loss with each proxy; CIs resample seeds (for P) and examples."""
     input:
         scores=f"{RESULTS}/scores.parquet",
     output:
