@@ -219,3 +219,18 @@ def test_a_configfile_stands_on_its_own(tmp_path):
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     assert f"results/minimal/configs/{digest}.yaml" in result.stdout
     assert "results/default" not in result.stdout
+
+
+def test_a_moved_checkout_reruns_nothing(tiny_run, tmp_path):
+    # jobs call the package by the checkout's absolute path; another checkout of the same code must
+    # find the finished results up to date
+    moved = tmp_path / "moved"
+    for part in ("Snakefile", "config.yaml", "src", "workflow", "envs"):
+        source = REPO / part
+        (shutil.copytree if source.is_dir() else shutil.copy)(source, moved / part)
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(moved / "Snakefile"), "--directory",
+               str(tiny_run["cwd"]), "-n", "--configfile", str(TEST_CONFIG)]
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    result = subprocess.run(command, cwd=tiny_run["cwd"], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Nothing to be done" in result.stdout + result.stderr

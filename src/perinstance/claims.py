@@ -58,6 +58,8 @@ def claims_table(correlations: pd.DataFrame, fits: pd.DataFrame, barriers: pd.Da
                          fit.scale_high, f"{int(fit.n_runs)} runs ({int(fit.n_censored)} censored)", "theory_fits.csv"))
     if barriers is not None and "spearman_random" in barriers:
         for row in barriers.drop_duplicates("pair").itertuples():
+            if row.n_random == 0:  # a method not run on the random groups has no population value
+                continue
             rows.append(_row("5: higher P, larger loss barrier (uniformly random sample)", row.pair,
                              "Spearman ρ(barrier, P(x, α))", row.spearman_random, row.spearman_random_ci_low,
                              row.spearman_random_ci_high, int(row.n_random), "F6_loss_barriers.csv"))

@@ -18,6 +18,9 @@ import seaborn as sns
 from .figures import save_figure
 
 CENSORED_NOTE = "open ▲ = censored: a lower bound (not unlearned by then)"
+# a group mean of the normalised gap over fewer examples than this is not drawn: a single example
+# just outside its band has a tiny step-0 gap and an arbitrarily large normalised gap
+MIN_EXAMPLES_FOR_GROUP_GAP = 5
 
 
 def _privacy_order(examples: pd.DataFrame) -> list[str]:
@@ -40,10 +43,13 @@ def _mean_ci(values: np.ndarray, *, n_boot: int = 1000, ci: float = 0.95, seed: 
 
 
 def group_gap_table(examples: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per (method, score, group): mean of an uncensored per-example statistic with a bootstrap CI over examples."""
+    """Per (method, score, group): mean of an uncensored per-example statistic with a bootstrap CI over
+    examples (NaN below MIN_EXAMPLES_FOR_GROUP_GAP examples that needed unlearning)."""
     rows = []
     for (method, score, group), part in examples.groupby(["method", "score", "group"], sort=True):
         mean, low, high = _mean_ci(part[metric].to_numpy())
+        if part[metric].notna().sum() < MIN_EXAMPLES_FOR_GROUP_GAP:
+            mean = low = high = float("nan")
         rows.append({"method": method, "score": score, "group": group, "metric": metric, "mean": mean, "low": low,
                      "high": high, "n_needed": int((~part["inside_at_step0"]).sum()),
                      "n_inside_at_step0": int(part["inside_at_step0"].sum()),
@@ -170,8 +176,8 @@ def plot_hard_groups(steps: pd.DataFrame, examples: pd.DataFrame, survival: pd.D
     for i, label in enumerate(order):
         row = gaps.set_index("chosen by").loc[label]
         if not np.isfinite(row["mean"]):
-            ax_gap.annotate("every example inside\nits band at step 0", (i, 0.5), xycoords=("data", "axes fraction"),
-                            fontsize=7, ha="center")
+            ax_gap.annotate(f"{int(row['n_needed'])} examples outside\ntheir band at step 0:\ntoo few to draw",
+                            (i, 0.5), xycoords=("data", "axes fraction"), fontsize=7, ha="center")
             continue
         ax_gap.scatter(i, row["mean"], color=palette[label], s=50, zorder=3)
         ax_gap.annotate(f"step-0 gap {row['gap_step0']:+.2f} nats", (i, row["high"]), fontsize=7, ha="center",

@@ -11,7 +11,7 @@ rule spawned_oracle:
         f"{BENCHMARKS}/barriers/spawned_{{score}}_{{group}}.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("training", "barrier"),
     threads: config["threads"]
     resources:
@@ -40,7 +40,7 @@ rule barrier:
         f"{BENCHMARKS}/barriers/{{score}}_{{group}}.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         endpoints=lambda wildcards, input: " ".join(
             [f"unlearned_{m}={p}" for m, p in barrier_endpoints(wildcards).items()]
             + [f"spawned_oracle={input.spawned}"]

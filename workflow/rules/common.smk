@@ -70,6 +70,12 @@ def config_digest(*sections):
 RUN_CONFIG = f"{RESULTS}/configs/{config_digest()}.yaml"
 
 
+def cli_command(wildcards, input):
+    """The params value `cli`: how a job calls the package. It holds the checkout's absolute path;
+    as a derived param (see run_config) it does not rerun every job when the checkout moves."""
+    return CLI
+
+
 def run_config(wildcards, input):
     """The params value `config_file` of every rule that reads the config.
 

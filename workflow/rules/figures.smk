@@ -12,7 +12,7 @@ rule figure_training:
         f"{BENCHMARKS}/figures/F0_training.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
@@ -39,7 +39,7 @@ rule figure_privacy:
         f"{BENCHMARKS}/figures/F1_privacy_loss.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
@@ -66,7 +66,7 @@ rule figure_proxies:
         f"{BENCHMARKS}/figures/F4_proxy_correlation.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
@@ -104,7 +104,7 @@ rule figure_steps:
         step_figure="|".join(STEP_FIGURES),
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest(),  # figures are cheap: any config change redraws them
         kind=lambda wildcards: STEP_FIGURES[wildcards.step_figure]["kind"],
         methods=lambda wildcards: " ".join(STEP_FIGURES[wildcards.step_figure]["methods"]),
@@ -135,7 +135,7 @@ rule figure_robustness:
         f"{BENCHMARKS}/figures/F7_robustness.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
@@ -162,7 +162,7 @@ rule figure_barriers:
         f"{BENCHMARKS}/figures/F6_loss_barriers.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
@@ -188,7 +188,7 @@ rule figure_difficulty:
         f"{BENCHMARKS}/figures/F8_difficulty.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest(),  # figures are cheap: any config change redraws them
     resources:
         mem_mb=2000,
@@ -215,7 +215,7 @@ rule claims:
         f"{BENCHMARKS}/figures/results.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest(),  # cheap: any config change rewrites it
     resources:
         mem_mb=2000,

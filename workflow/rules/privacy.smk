@@ -10,7 +10,7 @@ rule grad_norms:
         f"{BENCHMARKS}/privacy/grad_norms_seed{{seed}}.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("dataset", "model", "device"),
     threads: config["threads"]
     resources:
@@ -38,7 +38,7 @@ rule privacy_loss:
         f"{BENCHMARKS}/privacy/privacy_loss.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         out_dir=lambda wildcards, output: os.path.dirname(output.table),
         digest=config_digest("privacy"),
     resources:
@@ -62,7 +62,7 @@ rule scores:
     benchmark:
         f"{BENCHMARKS}/scores.tsv"
     params:
-        cli=CLI,
+        cli=cli_command,
     resources:
         mem_mb=2000,
         runtime=10,
@@ -85,7 +85,7 @@ rule robustness:
         f"{BENCHMARKS}/privacy/robustness.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("privacy", "groups"),
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill

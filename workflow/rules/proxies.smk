@@ -8,7 +8,7 @@ rule holdout:
         f"{BENCHMARKS}/proxies/holdout_model{{model_id}}.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("dataset", "model", "training", "device", "proxies"),
     threads: config["threads"]
     resources:
@@ -35,7 +35,7 @@ rule proxies:
         f"{BENCHMARKS}/proxies/proxies.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         holdout=lambda wildcards, input: f"--holdout {input.holdout}" if input.holdout else "",
         digest=config_digest("proxies"),
     resources:
@@ -60,7 +60,7 @@ rule correlations:
         f"{BENCHMARKS}/proxies/correlations.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("proxies", "groups"),
     resources:
         mem_mb=2000,

@@ -8,7 +8,7 @@ rule train:
         f"{BENCHMARKS}/train/seed{{seed}}.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("dataset", "model", "training", "device"),
         # the run keeps its optimizer state at this epoch for the spawned oracles
         spawn_epoch=config["barrier"]["spawn_epoch"],

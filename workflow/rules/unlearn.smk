@@ -10,7 +10,7 @@ rule groups:
         f"{BENCHMARKS}/groups.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("groups"),
     resources:
         mem_mb=2000,
@@ -34,7 +34,7 @@ rule oracle:
         f"{BENCHMARKS}/oracles/{{score}}/{{group}}/seed{{oracle}}.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("dataset", "model", "training", "device"),
     threads: config["threads"]
     resources:
@@ -68,7 +68,7 @@ rule unlearn:
         f"{BENCHMARKS}/unlearn/{{method}}/{{score}}/{{group}}/seed{{useed}}.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("unlearning", "oracles"),
         barrier_steps=config["barrier"]["unlearning_steps"],  # reruns the runs when the endpoint moves
     threads: config["threads"]
@@ -104,7 +104,7 @@ rule steps:
         f"{BENCHMARKS}/steps.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("oracles", "unlearning"),
     resources:
         mem_mb=2000,
@@ -135,7 +135,7 @@ rule difficulty:
         f"{BENCHMARKS}/difficulty.tsv"
     params:
         config_file=run_config,
-        cli=CLI,
+        cli=cli_command,
         digest=config_digest("oracles", "unlearning", "proxies", "groups"),
     resources:
         mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
