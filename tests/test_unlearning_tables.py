@@ -81,6 +81,8 @@ def test_difficulty_tables_pool_only_examples_that_needed_unlearning(config):
     tables = difficulty_tables(config, frame)
     row = tables["correlations"].query("difficulty == 'mean_gap_20' and score == 'privacy_loss_4alpha'").iloc[0]
     assert row["n_units"] == 50 and row["n_inside_at_step0"] == 10 and row["rho"] == pytest.approx(1.0)
+    everyone = tables["correlations"].query("difficulty == 'needs_unlearning' and score == 'privacy_loss_4alpha'")
+    assert everyone["n_units"].iloc[0] == 60  # which examples need unlearning: over every forget example
     survival = tables["survival"]
     assert survival["n_examples"].iloc[0] == 50 and survival["survival"].iloc[-1] == 0.0
 

@@ -26,24 +26,27 @@ def _row(claim: str, method: str, statistic: str, estimate: float, low: float, h
 def claims_table(correlations: pd.DataFrame, fits: pd.DataFrame, barriers: pd.DataFrame | None = None) -> pd.DataFrame:
     """Claims 3, 4 and 5 as measured.
 
-    correlations: difficulty_correlations.csv (per method, difficulty metric and score); only the first
-    difficulty metric of each method is used (the mean normalised gap). fits: theory_fits.csv.
+    correlations: difficulty_correlations.csv (per method, difficulty metric and score); the rows of
+    `needs_unlearning` and of the mean normalised gap are used. fits: theory_fits.csv.
     barriers: the F6 summary (F6_loss_barriers.csv): per pair, rho(barrier, P) over the uniformly random
     sample (`spearman_random` with its CI and `n_random`); optional.
     """
     rows = []
-    for method, part in correlations.groupby("method", sort=True):
-        metric = part["difficulty"].iloc[0]
-        part = part[part["difficulty"] == metric].set_index("score")
+    keep = correlations["difficulty"].eq("needs_unlearning") | correlations["difficulty"].str.startswith("mean_gap")
+    for (metric, method), part in correlations[keep].groupby(["difficulty", "method"], sort=False):
+        part = part.set_index("score")
         reference = part["reference"].iloc[0]
         ref = part.loc[reference]
         units = f"{int(ref['n_units'])} examples x {int(ref['n_seeds'])} seeds"
-        rows.append(_row("3: higher P(x, 4α), harder to unlearn (per example)", method,
+        claim3 = ("3: higher P(x, 4α), more likely to need unlearning (every forget example)"
+                  if metric == "needs_unlearning" else "3: higher P(x, 4α), harder to unlearn (examples that needed it)")
+        rows.append(_row(claim3, method,
                          f"Spearman ρ({metric}, {reference})", ref["rho"], ref["rho_low"], ref["rho_high"], units,
                          "difficulty_correlations.csv", ref["rho_verdict"]))
         for score, other in part.drop(index=reference).iterrows():
-            claim = ("seed-consistent P: the run's own original model vs the seed mean" if score.endswith("own_seed")
-                     else f"4: P predicts difficulty better than {score}")
+            what = "which examples need unlearning" if metric == "needs_unlearning" else "difficulty"
+            claim = (f"seed-consistent P ({what}): the run's own original model vs the seed mean"
+                     if score.endswith("own_seed") else f"4: P predicts {what} better than {score}")
             rows.append(_row(claim, method, f"ρ({reference}) − ρ({score})", other["rho_minus_reference"],
                              other["difference_low"], other["difference_high"], units, "difficulty_correlations.csv",
                              other["verdict"]))

@@ -223,9 +223,9 @@ def unlearning_examples(config: dict[str, Any], example_paths: Sequence[str | Pa
 def difficulty_tables(config: dict[str, Any], examples: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Claims 3 and 4 per example: correlations with bootstrap CIs and paired differences, and survival.
 
-    The pool of each method is every forget example of its runs that needed unlearning (outside its
-    band at step 0); examples already inside are counted (`n_inside_at_step0`) and left out, since they
-    carry no information on how hard unlearning is. The difficulty statistics are uncensored (every
+    Per method, `needs_unlearning` (1 when the example was outside its band at step 0) is correlated
+    over every forget example; the gap statistics over the examples that needed unlearning, the others
+    counted (`n_inside_at_step0`) and left out, since they carry no information on how hard unlearning is. The difficulty statistics are uncensored (every
     run reaches the budgets). Survival: Kaplan-Meier fraction of examples not yet unlearned by step k,
     per (method, score, group), over the examples that needed unlearning, censoring kept.
     """
@@ -237,6 +237,14 @@ def difficulty_tables(config: dict[str, Any], examples: pd.DataFrame) -> dict[st
     scores = [c for c in (REFERENCE_SCORE, OWN_SEED_SCORE, *DIFFICULTY_PROXIES) if c in examples]
     correlations = []
     for method, part in examples.groupby("method", sort=True):
+        # every forget example: does the score tell which ones need unlearning at all? (Spearman with a
+        # 0/1 variable is a rescaled AUC; uncensored and defined for every example)
+        everyone = part.assign(needs_unlearning=(~part["inside_at_step0"]).astype(np.float64))
+        if everyone["needs_unlearning"].nunique() > 1:
+            table = difficulty_correlations(everyone, "needs_unlearning", scores, reference=REFERENCE_SCORE,
+                                            n_boot=analysis["bootstrap"], ci=analysis["ci"], seed=config["groups"]["seed"])
+            correlations.append(table.assign(method=method, n_inside_at_step0=int(part["inside_at_step0"].sum()),
+                                             n_examples=len(part)))
         pool = part[~part["inside_at_step0"]]
         for metric in metrics:
             if pool[metric].notna().sum() < 3:
