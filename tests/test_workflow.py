@@ -225,6 +225,7 @@ def test_a_moved_checkout_reruns_nothing(tiny_run, tmp_path):
     # jobs call the package by the checkout's absolute path; another checkout of the same code must
     # find the finished results up to date
     moved = tmp_path / "moved"
+    moved.mkdir()
     for part in ("Snakefile", "config.yaml", "src", "workflow", "envs"):
         source = REPO / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, moved / part)
