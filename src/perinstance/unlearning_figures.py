@@ -169,12 +169,12 @@ def plot_hard_groups(steps: pd.DataFrame, examples: pd.DataFrame, survival: pd.D
     ax_km.set_title("Kaplan-Meier, examples outside their band at step 0\n(a curve below 1 at K_max: the rest are censored)",
                     fontsize=10)
     ax_km.legend(fontsize=7, title="chosen by", title_fontsize=8)
-    ax_gap.errorbar(np.arange(len(order)), gaps.set_index("chosen by").loc[order, "mean"],
-                    yerr=[gaps.set_index("chosen by").loc[order, "mean"] - gaps.set_index("chosen by").loc[order, "low"],
-                          gaps.set_index("chosen by").loc[order, "high"] - gaps.set_index("chosen by").loc[order, "mean"]],
+    by_label = gaps.set_index("chosen by").loc[order]
+    ax_gap.errorbar(np.arange(len(order)), by_label["mean"],
+                    yerr=[by_label["mean"] - by_label["low"], by_label["high"] - by_label["mean"]],
                     fmt="none", ecolor="0.3", capsize=4)
     for i, label in enumerate(order):
-        row = gaps.set_index("chosen by").loc[label]
+        row = by_label.loc[label]
         if not np.isfinite(row["mean"]):
             ax_gap.annotate(f"{int(row['n_needed'])} examples outside\ntheir band at step 0:\ntoo few to draw",
                             (i, 0.5), xycoords=("data", "axes fraction"), fontsize=7, ha="center")
