@@ -1,14 +1,18 @@
-# Two entry points for a fresh machine (Python >= 3.10 with venv):
+# Two entry points for a fresh machine (Python >= 3.11 with venv):
 #   make figures   install into .venv and run the default experiment (config.yaml) -> figures/default/
 #   make test      install into .venv and run the test suite
+# and for changes: `make lint` (what CI checks before the tests), `make format` (applies the fixes)
 VENV ?= .venv
 CORES ?= 2
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
+# what `make lint` checks and `make format` rewrites (ruff and snakefmt settings: pyproject.toml)
+PY_SOURCES := src tests bench workflow/scripts
+SMK_SOURCES := Snakefile workflow/rules
 # rules call `python -m perinstance`; the venv's bin first on PATH makes that this venv's python
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: install figures test test-slurm report lint dry-run clean
+.PHONY: install figures test test-slurm report lint format dry-run clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,7 +37,17 @@ test-slurm: install
 	$(RUN) PERINSTANCE_TEST_SLURM=1 python -m pytest -m slurm
 
 lint: install
+	$(RUN) ruff format --check $(PY_SOURCES)
+	$(RUN) ruff check $(PY_SOURCES)
+	$(RUN) snakefmt --check $(SMK_SOURCES)
 	$(RUN) snakemake --lint
+
+# safe fixes first (imports, pyupgrade), then the formatters; what is left (long strings and
+# comments, names) `make lint` lists and is fixed by hand
+format: install
+	$(RUN) ruff check --fix --exit-zero $(PY_SOURCES)
+	$(RUN) ruff format $(PY_SOURCES)
+	$(RUN) snakefmt $(SMK_SOURCES)
 
 dry-run: install
 	$(RUN) snakemake -n
