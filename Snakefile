@@ -1,12 +1,18 @@
 # Per-instance privacy for machine unlearning (Sepahvand et al., ICML 2025).
 # Run:  snakemake --cores 2                      (default experiment, config.yaml)
 #       snakemake --cores 2 --configfile workflow/configs/test.yaml
-# The package under src/ holds the science; the rules only wire files and resources.
+# The package under src/ holds the science; the rules only wire files and resources: every job is
+# declared in src/perinstance/jobs.py and every result file named in src/perinstance/paths.py.
 # There is no `configfile:` directive on purpose: a --configfile is read on its own, never merged
 # over config.yaml (workflow/rules/common.smk, experiment_config).
+from snakemake.utils import min_version
+
+# the first release that reads profiles/<name>/profile.yaml, and the SLURM plugin's own floor
+min_version("9.21")
 
 
 include: "workflow/rules/common.smk"
+include: "workflow/rules/figure_plan.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/privacy.smk"
 include: "workflow/rules/proxies.smk"
@@ -16,10 +22,18 @@ include: "workflow/rules/figures.smk"
 
 
 rule all:
-    input:
-        figure_targets(),
-        f"{FIGURES}/results.md",
-        # The figures' inputs as targets too: a fresh clone holds the committed figures but no
-        # results, and Snakemake never rebuilds the missing inputs of an output that exists.
-        figure_sources(),
     default_target: True
+    input:
+        [PATHS.figure(name)["png"] for name in figure_names()],
+        PATHS.claims["markdown"],
+        figure_sources(),
+
+
+# Written here, once per real run after the lock is taken (see RUN_CONFIG in common.smk).
+onstart:
+    if not os.path.exists(RUN_CONFIG):
+        os.makedirs(os.path.dirname(RUN_CONFIG), exist_ok=True)
+        tmp = f"{RUN_CONFIG}.{os.getpid()}.tmp"
+        with open(tmp, "w") as fh:
+            yaml.safe_dump(dict(config), fh, sort_keys=True)
+        os.replace(tmp, RUN_CONFIG)

@@ -30,7 +30,7 @@ import statistics
 import sys
 import time
 import warnings
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -45,20 +45,29 @@ from perinstance.data import load_dataset  # noqa: E402
 from perinstance.models import build_model, count_parameters  # noqa: E402
 
 MODELS = {"cnn": "smallcnn", "smallcnn": "smallcnn", "resnet18": "resnet18", "resnet": "resnet18"}
-ORDER = ["plain", "fast", "fast_step", "fast_step_exact", "reference", "opacus_hooks", "opacus_ghost", "naive"]
+ORDER = [
+    "plain",
+    "fast",
+    "fast_step",
+    "fast_step_exact",
+    "reference",
+    "opacus_hooks",
+    "opacus_ghost",
+    "naive",
+]
 WHAT = {
     "plain": "training step: forward + mean-loss backward + SGD step, no norms",
     "fast": "fast engine, norms only: forward + backward to layer outputs (eval mode)",
     "fast_step": "training step with in-batch norms: loss_backward_with_norms + SGD step "
-                 "(batch gradients of kernels, biases and norm affines summed from the "
-                 "per-example gradients; autograd skips those weight-gradient kernels)",
+    "(batch gradients of kernels, biases and norm affines summed from the "
+    "per-example gradients; autograd skips those weight-gradient kernels)",
     "fast_step_exact": "as fast_step with reuse_per_example=False: every .grad from autograd, "
-                       "bit-identical to the plain step",
+    "bit-identical to the plain step",
     "reference": "torch.func functional_call + vmap(grad), norms only (eval mode)",
     "opacus_hooks": "opacus.GradSampleModule: forward + summed-loss backward with per-sample "
-                    "gradient hooks, norms from grad_sample",
+    "gradient hooks, norms from grad_sample",
     "opacus_ghost": "opacus GradSampleModuleFastGradientClipping(use_ghost_clipping=True): "
-                    "forward + summed-loss backward, norms from get_norm_sample()",
+    "forward + summed-loss backward, norms from get_norm_sample()",
     "naive": "one forward + backward per example (torch.autograd.grad)",
 }
 
@@ -130,7 +139,9 @@ def make_methods(model, x, y, device, autocast, naive_examples: int):
         def step():
             step_opt.zero_grad(set_to_none=True)
             with autocast():
-                _, _, norms = pergrad.loss_backward_with_norms(step_model, x, y, reuse_per_example=reuse_per_example)
+                _, _, norms = pergrad.loss_backward_with_norms(
+                    step_model, x, y, reuse_per_example=reuse_per_example
+                )
             step_opt.step()
             return norms
 
@@ -166,7 +177,8 @@ def make_methods(model, x, y, device, autocast, naive_examples: int):
         methods["opacus_hooks"] = opacus_hooks
 
         ghost = GradSampleModuleFastGradientClipping(
-            copy.deepcopy(model).train(), loss_reduction="sum", max_grad_norm=1.0, use_ghost_clipping=True)
+            copy.deepcopy(model).train(), loss_reduction="sum", max_grad_norm=1.0, use_ghost_clipping=True
+        )
         ghost_params = [p for p in ghost.parameters() if p.requires_grad]
 
         def opacus_ghost():
@@ -254,7 +266,7 @@ def end_to_end(model, model_name, device, autocast, train_batch: int, norm_batch
         m = copy.deepcopy(model).train()
         opt = torch.optim.SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-3)
         for s in range(0, n, train_batch):
-            idx = order[s:s + train_batch]
+            idx = order[s : s + train_batch]
             opt.zero_grad(set_to_none=True)
             with autocast():
                 if with_norms:
@@ -275,39 +287,59 @@ def end_to_end(model, model_name, device, autocast, train_batch: int, norm_batch
         runs["fast"].append(timed(lambda: score("fast")))
         runs["reference"].append(timed(lambda: score("reference")))
     fast_norms, ref_norms = runs["fast"][-1][2], runs["reference"][-1][2]
-    med = {k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in runs.items()}
+    med = {
+        k: (statistics.median(r[0] for r in v), statistics.median(r[1] for r in v)) for k, v in runs.items()
+    }
     (plain_wall, plain_cpu), (fused_wall, fused_cpu) = med["epoch"], med["epoch_norms"]
     (fast_wall, fast_cpu), (ref_wall, ref_cpu) = med["fast"], med["reference"]
     # Float32 rounding alone can move a norm by more than the engines differ where the model is
     # ill-conditioned (GroupNorm over near-constant groups): both are checked against float64.
     sub = min(256, n)
-    truth = pergrad.per_example_grad_norms_reference(
-        copy.deepcopy(model).double(), x[:sub].double(), y[:sub]).double().cpu().numpy()
+    truth = (
+        pergrad.per_example_grad_norms_reference(copy.deepcopy(model).double(), x[:sub].double(), y[:sub])
+        .double()
+        .cpu()
+        .numpy()
+    )
 
     def err64(norms: np.ndarray) -> float:
         return float(np.max(np.abs(norms[:sub] - truth) / np.maximum(truth, 1e-12)))
 
     checkpoints, epochs = default_schedule()
     result = {
-        "data": data_label, "n_examples": n, "train_batch": train_batch, "norm_batch": norm_batch,
+        "data": data_label,
+        "n_examples": n,
+        "train_batch": train_batch,
+        "norm_batch": norm_batch,
         "timing": f"median of {repeats} interleaved passes after one warm-up epoch; wall seconds "
-                  "(process cpu seconds beside)",
-        "epoch_plain_s": plain_wall, "epoch_with_in_batch_norms_s": fused_wall,
-        "score_one_checkpoint_fast_s": fast_wall, "score_one_checkpoint_reference_s": ref_wall,
-        "epoch_plain_cpu_s": plain_cpu, "epoch_with_in_batch_norms_cpu_s": fused_cpu,
-        "score_one_checkpoint_fast_cpu_s": fast_cpu, "score_one_checkpoint_reference_cpu_s": ref_cpu,
-        "score_fast_over_epoch": fast_wall / plain_wall, "score_reference_over_epoch": ref_wall / plain_wall,
+        "(process cpu seconds beside)",
+        "epoch_plain_s": plain_wall,
+        "epoch_with_in_batch_norms_s": fused_wall,
+        "score_one_checkpoint_fast_s": fast_wall,
+        "score_one_checkpoint_reference_s": ref_wall,
+        "epoch_plain_cpu_s": plain_cpu,
+        "epoch_with_in_batch_norms_cpu_s": fused_cpu,
+        "score_one_checkpoint_fast_cpu_s": fast_cpu,
+        "score_one_checkpoint_reference_cpu_s": ref_cpu,
+        "score_fast_over_epoch": fast_wall / plain_wall,
+        "score_reference_over_epoch": ref_wall / plain_wall,
         "epoch_with_norms_over_epoch": fused_wall / plain_wall,
-        "score_fast_over_epoch_cpu": fast_cpu / plain_cpu, "score_reference_over_epoch_cpu": ref_cpu / plain_cpu,
-        "max_rel_err_fast_vs_reference": float(np.max(np.abs(fast_norms - ref_norms) / np.maximum(np.abs(ref_norms), 1e-12))),
+        "score_fast_over_epoch_cpu": fast_cpu / plain_cpu,
+        "score_reference_over_epoch_cpu": ref_cpu / plain_cpu,
+        "max_rel_err_fast_vs_reference": float(
+            np.max(np.abs(fast_norms - ref_norms) / np.maximum(np.abs(ref_norms), 1e-12))
+        ),
         f"max_rel_err_vs_float64_first_{sub}": {"fast": err64(fast_norms), "reference": err64(ref_norms)},
     }
     if checkpoints is not None:
-        result.update({
-            "default_config_scored_checkpoints": checkpoints, "default_config_epochs": epochs,
-            "all_checkpoints_fast_over_training": checkpoints * fast_wall / (epochs * plain_wall),
-            "all_checkpoints_reference_over_training": checkpoints * ref_wall / (epochs * plain_wall),
-        })
+        result.update(
+            {
+                "default_config_scored_checkpoints": checkpoints,
+                "default_config_epochs": epochs,
+                "all_checkpoints_fast_over_training": checkpoints * fast_wall / (epochs * plain_wall),
+                "all_checkpoints_reference_over_training": checkpoints * ref_wall / (epochs * plain_wall),
+            }
+        )
     return result
 
 
@@ -316,6 +348,7 @@ def default_schedule() -> tuple[int | None, int | None]:
     try:
         from perinstance.config import load_config
         from perinstance.training import checkpoint_steps, steps_per_epoch
+
         config = load_config(REPO / "config.yaml")
     except Exception as err:  # the bench must still run where the config does not validate
         warnings.warn(f"cannot read config.yaml ({err}); skipping the all-checkpoints estimate")
@@ -339,8 +372,15 @@ def conv_plan(model, x, y) -> list[dict]:
         length = output.shape[2] * output.shape[3]
         ghost = pergrad._prefer_ghost(rows, module.out_channels // module.groups, length)
         form = "ghost" if ghost else pergrad._conv_materialize_backend(inputs[0], rows)
-        plan.append({"layer": names[module], "rows": rows, "out": module.out_channels,
-                     "positions": length, "form": form})
+        plan.append(
+            {
+                "layer": names[module],
+                "rows": rows,
+                "out": module.out_channels,
+                "positions": length,
+                "form": form,
+            }
+        )
 
     names = {m: n for n, m in model.named_modules()}
     for m in model.modules():
@@ -358,8 +398,12 @@ def main(argv=None) -> Path:
     ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     ap.add_argument("--model", default="cnn", choices=sorted(MODELS))
     ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--width", type=int, default=None, help="model width (default 16 for cnn, 64 for resnet18)")
-    ap.add_argument("--norm-groups", type=int, default=None, help="GroupNorm groups (default 4 cnn, 8 resnet18)")
+    ap.add_argument(
+        "--width", type=int, default=None, help="model width (default 16 for cnn, 64 for resnet18)"
+    )
+    ap.add_argument(
+        "--norm-groups", type=int, default=None, help="GroupNorm groups (default 4 cnn, 8 resnet18)"
+    )
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
@@ -384,7 +428,9 @@ def main(argv=None) -> Path:
     out = args.out or REPO / "bench" / "results" / f"{device.type}-{model_name}.json"
 
     torch.manual_seed(0)
-    model = build_model(model_name, num_classes=10, input_shape=shape, width=width, norm_groups=norm_groups).to(device)
+    model = build_model(
+        model_name, num_classes=10, input_shape=shape, width=width, norm_groups=norm_groups
+    ).to(device)
     x = torch.randn(args.batch, *shape, device=device)
     y = torch.randint(0, 10, (args.batch,), device=device)
 
@@ -397,8 +443,11 @@ def main(argv=None) -> Path:
     methods, naive_k = make_methods(model, x, y, device, autocast, args.naive_examples)
     for name in args.skip:
         methods.pop(name, None)
-    print(f"{device_name(device)} | {model_name} width {width} | batch {args.batch} | "
-          f"threads {torch.get_num_threads()} | {args.dtype} | load {load_before[0]:.2f}", file=sys.stderr)
+    print(
+        f"{device_name(device)} | {model_name} width {width} | batch {args.batch} | "
+        f"threads {torch.get_num_threads()} | {args.dtype} | load {load_before[0]:.2f}",
+        file=sys.stderr,
+    )
     wall, cpu, faults, outputs = time_methods(methods, device, args.repeats, args.warmup)
     load_after = os.getloadavg()
     peaks = peak_memory(methods, device)
@@ -425,31 +474,50 @@ def main(argv=None) -> Path:
             entry["extrapolated"] = f"timed on {naive_k} examples, scaled by {args.batch}/{naive_k}"
         norms = outputs[name]
         if norms is not None:
-            ref = reference[:len(norms)]
+            ref = reference[: len(norms)]
             entry["max_rel_err_vs_reference"] = rel_err(norms, ref)
         if name in peaks:
             entry["peak_memory_mib"] = peaks[name]
         results[name] = entry
-        print(f"  {name:13s} {w * 1e3:9.2f} ms/batch  x{w / base_wall:6.2f} wall  x{c / base_cpu:6.2f} cpu"
-              + (f"  max rel err {entry['max_rel_err_vs_reference']:.1e}" if "max_rel_err_vs_reference" in entry else ""),
-              file=sys.stderr)
+        print(
+            f"  {name:13s} {w * 1e3:9.2f} ms/batch  x{w / base_wall:6.2f} wall  x{c / base_cpu:6.2f} cpu"
+            + (
+                f"  max rel err {entry['max_rel_err_vs_reference']:.1e}"
+                if "max_rel_err_vs_reference" in entry
+                else ""
+            ),
+            file=sys.stderr,
+        )
 
     report = {
         "benchmark": "per-example gradient norms (bench/pergrad.py)",
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "device": str(device),
         "device_name": device_name(device),
         "torch": torch.__version__,
         "opacus": opacus_version(),
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
-        "cuda_tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32}
-        if device.type == "cuda" else None,
-        "model": model_name, "width": width, "norm_groups": norm_groups, "input_shape": list(shape),
-        "parameters": count_parameters(model), "batch": args.batch, "dtype": args.dtype,
-        "repeats": args.repeats, "warmup": args.warmup,
-        "timing": "median over repeats of interleaved rounds (every method once per round), after warm-up rounds",
-        "load_average_before": list(load_before), "load_average_after": list(load_after),
+        "cuda_tf32": {
+            "matmul": torch.backends.cuda.matmul.allow_tf32,
+            "cudnn": torch.backends.cudnn.allow_tf32,
+        }
+        if device.type == "cuda"
+        else None,
+        "model": model_name,
+        "width": width,
+        "norm_groups": norm_groups,
+        "input_shape": list(shape),
+        "parameters": count_parameters(model),
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "timing": (
+            "median over repeats of interleaved rounds (every method once per round), after warm-up rounds"
+        ),
+        "load_average_before": list(load_before),
+        "load_average_after": list(load_after),
         "cpu_count": os.cpu_count(),
         "note": args.note,
         "fast_engine_conv_forms": conv_plan(model, x, y),
@@ -457,12 +525,16 @@ def main(argv=None) -> Path:
     }
     if not args.no_e2e:
         print("  end to end ...", file=sys.stderr)
-        report["end_to_end"] = end_to_end(model, model_name, device, autocast, args.train_batch, args.norm_batch,
-                                          args.e2e_repeats)
+        report["end_to_end"] = end_to_end(
+            model, model_name, device, autocast, args.train_batch, args.norm_batch, args.e2e_repeats
+        )
         e2e = report["end_to_end"]
-        print(f"  epoch {e2e['epoch_plain_s']:.2f} s (with norms {e2e['epoch_with_in_batch_norms_s']:.2f} s) | "
-              f"score one checkpoint: fast {e2e['score_one_checkpoint_fast_s']:.2f} s, "
-              f"reference {e2e['score_one_checkpoint_reference_s']:.2f} s", file=sys.stderr)
+        print(
+            f"  epoch {e2e['epoch_plain_s']:.2f} s (with norms {e2e['epoch_with_in_batch_norms_s']:.2f} s) | "
+            f"score one checkpoint: fast {e2e['score_one_checkpoint_fast_s']:.2f} s, "
+            f"reference {e2e['score_one_checkpoint_reference_s']:.2f} s",
+            file=sys.stderr,
+        )
     report["load_average_end"] = list(os.getloadavg())
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(out.suffix + ".tmp")

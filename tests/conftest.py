@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,22 @@ import yaml
 from perinstance.config import validate_config
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def snakemake_command(*args: str, cwd: Path) -> tuple[list[str], dict]:
+    """Snakemake on this repository's Snakefile from `cwd`, and its environment: the rules call
+    `python -m perinstance`, so the interpreter running the tests comes first on PATH."""
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(cwd),
+    ]
+    return [*command, *args], env
 
 
 def tiny_config(**training_overrides) -> dict:

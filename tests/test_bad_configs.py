@@ -8,13 +8,12 @@ builds the DAG).
 from __future__ import annotations
 
 import copy
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import snakemake_command
 
 from perinstance.config import ConfigError, load_config
 
@@ -25,6 +24,7 @@ NAN, INF = float("nan"), float("inf")
 
 def _set(path: str, value):
     """A mutation that sets one dotted key of the base config."""
+
     def mutate(config: dict) -> dict:
         node = config
         *parents, leaf = path.split(".")
@@ -32,6 +32,7 @@ def _set(path: str, value):
             node = node.setdefault(key, {})
         node[leaf] = value
         return config
+
     return mutate
 
 
@@ -40,6 +41,7 @@ def _both(*mutations):
         for m in mutations:
             config = m(config)
         return config
+
     return mutate
 
 
@@ -47,6 +49,7 @@ def _without(key: str):
     def mutate(config: dict) -> dict:
         config.pop(key)
         return config
+
     return mutate
 
 
@@ -70,29 +73,47 @@ CASES = {
     "gap-budget-not-an-evaluation": (_set("unlearning.gap_budgets", [22]), "'unlearning.gap_budgets'"),
     "ranking-seed-not-trained": (_set("groups.ranking_seed", 7), "'groups.ranking_seed'"),
     "barrier-method-not-run": (_set("barrier.methods", ["sgld", "l1sparse"]), "'barrier.methods'"),
-    "duplicate-section": ("experiment: test\nprivacy: {beta: 200}\nprivacy: {alpha: 4}\n",
-                          "line 3: duplicate key 'privacy'"),
+    "duplicate-section": (
+        "experiment: test\nprivacy: {beta: 200}\nprivacy: {alpha: 4}\n",
+        "line 3: duplicate key 'privacy'",
+    ),
     "duplicate-nested-key": ("experiment: test\ntraining:\n  lr: 0.1\n  lr: 0.2\n", "duplicate key 'lr'"),
     "experiment-with-newline": (_set("experiment", "test\n"), "'experiment'"),
     "experiment-with-slash": (_set("experiment", "../other"), "'experiment'"),
     "experiment-missing": (_without("experiment"), "'experiment' is a required property"),
-    "early-epoch-after-training": (_set("training.dynamics.early_epoch", 9), "'training.dynamics.early_epoch'"),
+    "early-epoch-after-training": (
+        _set("training.dynamics.early_epoch", 9),
+        "'training.dynamics.early_epoch'",
+    ),
     "multistep-without-milestones": (_set("training.lr_schedule", "multistep"), "'training.lr_milestones'"),
-    "milestone-after-training": (_both(_set("training.lr_schedule", "multistep"), _set("training.lr_milestones", [5])),
-                                 "'training.lr_milestones'"),
+    "milestone-after-training": (
+        _both(_set("training.lr_schedule", "multistep"), _set("training.lr_milestones", [5])),
+        "'training.lr_milestones'",
+    ),
     "warmup-covers-training": (_set("training.lr_warmup_epochs", 3), "'training.lr_warmup_epochs'"),
     "groups-larger-than-dataset": (_set("groups.size", 100), "'groups.size'"),
     "rank-bins-beyond-dataset": (_set("groups.linear_bins", 20), "'groups.linear_bins'"),
-    "poisson-batch-larger-than-retain-set": (_both(_set("training.sampling", "poisson"),
-                                                    _set("training.batch_size", 500)), "'training.batch_size'"),
+    "poisson-batch-larger-than-retain-set": (
+        _both(_set("training.sampling", "poisson"), _set("training.batch_size", 500)),
+        "'training.batch_size'",
+    ),
     "spawn-at-last-epoch": (_set("barrier.spawn_epoch", 3), "'barrier.spawn_epoch'"),
-    "spawn-without-checkpoint": (_both(_set("training.checkpoints.every_epochs", 2), _set("barrier.spawn_epoch", 1)),
-                                 "'barrier.spawn_epoch'"),
-    "holdout-proxy-without-models": (_both(_set("groups.proxy_scores", ["cscore_holdout"]),
-                                           _set("proxies.holdout_models", 0)), "'groups.proxy_scores'"),
-    "published-proxy-without-file": (_set("groups.proxy_scores", ["cscore_published"]), "'groups.proxy_scores'"),
-    "published-cscores-on-synthetic": (_set("proxies.published_cscores", "resources/c.npz"),
-                                       "'proxies.published_cscores'"),
+    "spawn-without-checkpoint": (
+        _both(_set("training.checkpoints.every_epochs", 2), _set("barrier.spawn_epoch", 1)),
+        "'barrier.spawn_epoch'",
+    ),
+    "holdout-proxy-without-models": (
+        _both(_set("groups.proxy_scores", ["cscore_holdout"]), _set("proxies.holdout_models", 0)),
+        "'groups.proxy_scores'",
+    ),
+    "published-proxy-without-file": (
+        _set("groups.proxy_scores", ["cscore_published"]),
+        "'groups.proxy_scores'",
+    ),
+    "published-cscores-on-synthetic": (
+        _set("proxies.published_cscores", "resources/c.npz"),
+        "'proxies.published_cscores'",
+    ),
     "unknown-dataset": (_set("dataset.name", "cifar100"), "'dataset.name'"),
     "unknown-model": (_set("model.name", "vgg"), "'model.name'"),
     "unknown-method": (_set("unlearning.methods", ["neggrad"]), "'unlearning.methods.0'"),
@@ -156,10 +177,15 @@ def test_validator_names_the_key_in_one_line(tmp_path, name):
 def test_snakemake_refuses_before_the_dag(tmp_path, name):
     path = _write_case(tmp_path, CASES[name])
     before = _tree(tmp_path)
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    result = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-                             "--directory", str(tmp_path), "-n", "--configfile", str(path)],
-                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    command, env = snakemake_command("-n", "--configfile", str(path), cwd=tmp_path)
+    result = subprocess.run(
+        command,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     output = (result.stdout + result.stderr).strip()
     assert result.returncode != 0 and "Traceback" not in output
     if name not in SNAKEMAKE_READS_FIRST:

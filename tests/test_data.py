@@ -15,14 +15,18 @@ def _full_labels(ds: Dataset) -> torch.Tensor:
 
 def test_registry_lists_all_datasets():
     assert available_datasets() == sorted(
-        ["cifar10", "svhn", "mnist", "fashionmnist", "mnist5k", "digits", "synthetic"])
+        ["cifar10", "svhn", "mnist", "fashionmnist", "mnist5k", "digits", "synthetic"]
+    )
 
 
-@pytest.mark.parametrize("name, total, shape, train_size", [
-    ("mnist5k", 5000, (1, 28, 28), 4000),
-    ("digits", 1797, (1, 8, 8), None),
-    ("synthetic", 1200, (1, 8, 8), 960),
-])
+@pytest.mark.parametrize(
+    "name, total, shape, train_size",
+    [
+        ("mnist5k", 5000, (1, 28, 28), 4000),
+        ("digits", 1797, (1, 8, 8), None),
+        ("synthetic", 1200, (1, 8, 8), 960),
+    ],
+)
 def test_shapes_dtypes_and_split_coverage(name, total, shape, train_size):
     ds = load_dataset(name)
     assert ds.input_shape == shape and ds.train.x.shape[1:] == shape
@@ -86,8 +90,9 @@ def test_standardized_with_train_statistics(name):
     ds = load_dataset(name, synthetic={"shape": [3, 4, 5]} if name == "synthetic" else None)
     x = ds.train.x.double()
     assert torch.allclose(x.mean(dim=(0, 2, 3)), torch.zeros(x.shape[1], dtype=torch.double), atol=1e-4)
-    assert torch.allclose(x.std(dim=(0, 2, 3), correction=0), torch.ones(x.shape[1], dtype=torch.double),
-                          atol=1e-4)
+    assert torch.allclose(
+        x.std(dim=(0, 2, 3), correction=0), torch.ones(x.shape[1], dtype=torch.double), atol=1e-4
+    )
     assert len(ds.mean) == len(ds.std) == x.shape[1]
 
 
@@ -131,20 +136,23 @@ def test_label_noise_flips_the_requested_fraction():
     assert torch.bincount(clean).tolist() == [300] * 4
 
 
-@pytest.mark.parametrize("kwargs, key", [
-    ({"name": "foo"}, "dataset.name"),
-    ({"name": "digits", "test_fraction": 0.0}, "dataset.test_fraction"),
-    ({"name": "digits", "test_fraction": 1.5}, "dataset.test_fraction"),
-    ({"name": "digits", "n_train": 5000}, "dataset.n_train"),
-    ({"name": "digits", "n_train": 5}, "dataset.n_train"),
-    ({"name": "digits", "n_test": 1000}, "dataset.n_test"),
-    ({"name": "digits", "split_seed": -1}, "dataset.split_seed"),
-    ({"name": "synthetic", "synthetic": {"colour": 1}}, "dataset.synthetic.colour"),
-    ({"name": "synthetic", "synthetic": {"shape": [8, 8]}}, "dataset.synthetic.shape"),
-    ({"name": "synthetic", "synthetic": {"shape": [1, 0, 8]}}, "dataset.synthetic.shape"),
-    ({"name": "synthetic", "synthetic": {"num_classes": 1}}, "dataset.synthetic.num_classes"),
-    ({"name": "synthetic", "synthetic": {"label_noise": 2}}, "dataset.synthetic.label_noise"),
-])
+@pytest.mark.parametrize(
+    "kwargs, key",
+    [
+        ({"name": "foo"}, "dataset.name"),
+        ({"name": "digits", "test_fraction": 0.0}, "dataset.test_fraction"),
+        ({"name": "digits", "test_fraction": 1.5}, "dataset.test_fraction"),
+        ({"name": "digits", "n_train": 5000}, "dataset.n_train"),
+        ({"name": "digits", "n_train": 5}, "dataset.n_train"),
+        ({"name": "digits", "n_test": 1000}, "dataset.n_test"),
+        ({"name": "digits", "split_seed": -1}, "dataset.split_seed"),
+        ({"name": "synthetic", "synthetic": {"colour": 1}}, "dataset.synthetic.colour"),
+        ({"name": "synthetic", "synthetic": {"shape": [8, 8]}}, "dataset.synthetic.shape"),
+        ({"name": "synthetic", "synthetic": {"shape": [1, 0, 8]}}, "dataset.synthetic.shape"),
+        ({"name": "synthetic", "synthetic": {"num_classes": 1}}, "dataset.synthetic.num_classes"),
+        ({"name": "synthetic", "synthetic": {"label_noise": 2}}, "dataset.synthetic.label_noise"),
+    ],
+)
 def test_errors_name_the_config_key(kwargs, key):
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         load_dataset(**kwargs)
@@ -191,9 +199,14 @@ class _FakeVision:
         return ds
 
 
-@pytest.mark.parametrize("name, cls, layout", [
-    ("cifar10", "CIFAR10", "nhwc"), ("svhn", "SVHN", "nchw"), ("mnist", "MNIST", "nhw"),
-])
+@pytest.mark.parametrize(
+    "name, cls, layout",
+    [
+        ("cifar10", "CIFAR10", "nhwc"),
+        ("svhn", "SVHN", "nchw"),
+        ("mnist", "MNIST", "nhw"),
+    ],
+)
 def test_torchvision_arrays_are_converted_to_nchw(name, cls, layout, monkeypatch, tmp_path):
     import torchvision.datasets as tvd
 
@@ -269,7 +282,11 @@ def test_damaged_mnist5k_cache_is_rebuilt(mnist5k_cache, capsys, damage):
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     else:
         data = io.load_npz(path)
-        arrays = {"x": data["x"]} if damage == "drop_labels" else {"x": data["x"].astype(np.float32), "y": data["y"]}
+        arrays = (
+            {"x": data["x"]}
+            if damage == "drop_labels"
+            else {"x": data["x"].astype(np.float32), "y": data["y"]}
+        )
         io.save_npz(path, **arrays)
     capsys.readouterr()
     _assert_same(truth, load_dataset("mnist5k", root=str(root)))

@@ -1,4 +1,7 @@
-"""Per-example unlearning difficulty on hand-built curves; survival against a hand computation; paired bootstrap."""
+"""Per-example unlearning difficulty on hand-built curves.
+
+Survival against a hand computation; paired bootstrap.
+"""
 
 from __future__ import annotations
 
@@ -31,21 +34,29 @@ def test_oracle_reference_is_mean_and_sample_sd():
 
 def test_first_passage_needs_consecutive_evaluations_and_censors_at_the_last_step():
     center, half = np.zeros(4), np.full(4, 0.5)
-    losses = np.array([
-        # example 0 enters at 10 and stays; 1 dips in at 10 only, enters for good at 30 (too late for 3 in a row);
-        # 2 is inside from step 0; 3 never enters
-        [2.0, 3.0, 0.1, 4.0],
-        [0.2, 0.1, 0.0, 4.0],
-        [0.1, 2.0, 0.2, 4.0],
-        [0.0, 0.3, 0.1, 4.0],
-        [0.3, 0.2, 0.0, 4.0],
-    ])
+    losses = np.array(
+        [
+            # example 0 enters at 10 and stays; 1 dips in at 10 only, enters for good at 30
+            # (too late for 3 in a row);
+            # 2 is inside from step 0; 3 never enters
+            [2.0, 3.0, 0.1, 4.0],
+            [0.2, 0.1, 0.0, 4.0],
+            [0.1, 2.0, 0.2, 4.0],
+            [0.0, 0.3, 0.1, 4.0],
+            [0.3, 0.2, 0.0, 4.0],
+        ]
+    )
     out = first_passage(STEPS, losses, center, half, consecutive=3)
     assert out["steps"].tolist() == [10, 40, 0, 40]
     assert out["censored"].tolist() == [False, True, False, True]
     assert out["inside_at_step0"].tolist() == [False, False, True, False]
     single = first_passage(STEPS, losses, center, half, consecutive=1)
-    assert single["steps"].tolist() == [10, 10, 0, 40] and single["censored"].tolist() == [False, False, False, True]
+    assert single["steps"].tolist() == [10, 10, 0, 40] and single["censored"].tolist() == [
+        False,
+        False,
+        False,
+        True,
+    ]
 
 
 def test_gap_statistics_on_a_linear_closing_curve():
@@ -90,8 +101,19 @@ def _pool(n_units=120, seeds=(0, 1), noise=0.3, seed=0):
     rows = []
     for s in seeds:
         difficulty = np.log(p) + rng.normal(0, noise, n_units)
-        rows.append(pd.DataFrame({"score": "privacy_loss", "group": "g", "index": np.arange(n_units), "seed": s,
-                                  "difficulty": difficulty, "P": p, "proxy": proxy}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "score": "privacy_loss",
+                    "group": "g",
+                    "index": np.arange(n_units),
+                    "seed": s,
+                    "difficulty": difficulty,
+                    "P": p,
+                    "proxy": proxy,
+                }
+            )
+        )
     return pd.concat(rows, ignore_index=True)
 
 
@@ -101,18 +123,23 @@ def test_point_estimates_are_spearman_over_the_pooled_rows():
     by_score = table.set_index("score")
     assert by_score.loc["P", "rho"] == pytest.approx(spearmanr(pool["difficulty"], pool["P"])[0])
     assert by_score.loc["proxy", "rho"] == pytest.approx(spearmanr(pool["difficulty"], pool["proxy"])[0])
-    assert by_score.loc["proxy", "rho_minus_reference"] == pytest.approx(by_score.loc["P", "rho"]
-                                                                         - by_score.loc["proxy", "rho"])
+    assert by_score.loc["proxy", "rho_minus_reference"] == pytest.approx(
+        by_score.loc["P", "rho"] - by_score.loc["proxy", "rho"]
+    )
     assert by_score.loc["P", "n_units"] == 120 and by_score.loc["P", "n_seeds"] == 2
 
 
 def test_paired_bootstrap_resolves_a_real_difference_and_not_a_null_one():
     pool = _pool()
-    better = difficulty_correlations(pool, "difficulty", ["P", "proxy"], reference="P", n_boot=300).set_index("score")
+    better = difficulty_correlations(pool, "difficulty", ["P", "proxy"], reference="P", n_boot=300).set_index(
+        "score"
+    )
     assert better.loc["proxy", "verdict"] == "holds" and better.loc["proxy", "difference_low"] > 0
     # the same score under two names: the paired difference is exactly 0 in every replicate
     twin = pool.assign(copy=pool["P"])
-    same = difficulty_correlations(twin, "difficulty", ["P", "copy"], reference="P", n_boot=100).set_index("score")
+    same = difficulty_correlations(twin, "difficulty", ["P", "copy"], reference="P", n_boot=100).set_index(
+        "score"
+    )
     assert same.loc["copy", "difference_low"] == same.loc["copy", "difference_high"] == 0.0
     assert same.loc["copy", "verdict"] == "not resolved at this scale"
 
@@ -145,4 +172,6 @@ def test_tobit_fit_recovers_a_censored_trend_where_plugging_k_max_does_not():
 
 def test_tobit_fit_needs_two_uncensored_points():
     with pytest.raises(ValueError, match="two uncensored"):
-        fit_log_trend_censored(np.array([1.0, 2.0, 3.0]), np.array([5.0, 10.0, 10.0]), np.array([False, True, True]))
+        fit_log_trend_censored(
+            np.array([1.0, 2.0, 3.0]), np.array([5.0, 10.0, 10.0]), np.array([False, True, True])
+        )

@@ -7,10 +7,7 @@ import pandas as pd
 import pytest
 
 from perinstance.evaluation import (
-    epsilon_cap,
     forget_accuracy_gap,
-    logit_scaled_confidence,
-    logit_scaled_confidence_from_logits,
     loss_threshold_mia_auc,
     mia_auc_gap,
     oracle_band,
@@ -85,11 +82,17 @@ def test_step_validation():
 
 
 def test_summarise_keeps_censored():
-    records = pd.DataFrame({
-        "score": "p", "group": ["high"] * 3 + ["low"] * 3, "method": "finetune", "seed": [0, 1, 2] * 2,
-        "steps": [100, 300, 2000, 0, 0, 0], "censored": [False, False, True, False, False, False],
-        "inside_at_step0": [False] * 3 + [True] * 3,
-    })
+    records = pd.DataFrame(
+        {
+            "score": "p",
+            "group": ["high"] * 3 + ["low"] * 3,
+            "method": "finetune",
+            "seed": [0, 1, 2] * 2,
+            "steps": [100, 300, 2000, 0, 0, 0],
+            "censored": [False, False, True, False, False, False],
+            "inside_at_step0": [False] * 3 + [True] * 3,
+        }
+    )
     s = summarise_steps(records).set_index("group")
     assert s.loc["high", "steps_mean"] == pytest.approx(800.0) and s.loc["high", "steps_median"] == 300
     assert s.loc["high", "n_censored"] == 1 and s.loc["high", "n_seeds"] == 3 and s.loc["high", "lower_bound"]
@@ -116,23 +119,24 @@ def test_mia_auc():
     assert loss_threshold_mia_auc([1.0, 1.0], [1.0, 1.0]) == 0.5
     assert loss_threshold_mia_auc([0.1, 2.0], [0.5, 1.0]) == 0.5
     gap = mia_auc_gap([0.1, 0.2], [1.0, 2.0], [[1.0, 2.0], [0.1, 2.0]], [[0.1, 0.2], [0.5, 1.0]])
-    assert gap == {"auc_unlearned": 1.0, "auc_oracle": 0.25, "auc_oracle_sd": pytest.approx(math.sqrt(0.125)),
-                   "gap": 0.75}
+    assert gap == {
+        "auc_unlearned": 1.0,
+        "auc_oracle": 0.25,
+        "auc_oracle_sd": pytest.approx(math.sqrt(0.125)),
+        "gap": 0.75,
+    }
 
 
 def test_forget_accuracy_gap():
     assert forget_accuracy_gap(0.9, [0.5, 0.7]) == pytest.approx(0.3)
 
 
-def test_logit_scaled_confidence():
-    np.testing.assert_allclose(logit_scaled_confidence(np.array([0.5, 0.75])), [0.0, math.log(3)])
-    clipped = logit_scaled_confidence(np.array([0.0, 1.0], dtype=np.float32))
-    assert np.all(np.isfinite(clipped)) and clipped[1] == pytest.approx(-clipped[0])
-    logits = np.array([[2.0, 0.0, 0.0], [0.0, 50.0, 0.0]])
-    p = np.exp(logits[0]) / np.exp(logits[0]).sum()
-    phi = logit_scaled_confidence_from_logits(logits, np.array([0, 1]))
-    assert phi[0] == pytest.approx(math.log(p[0] / (1 - p[0])))
-    assert phi[1] == pytest.approx(50.0 - math.log(2.0))  # beyond the probability clip
+def _cap(k, r):
+    """The largest per-example epsilon with K unlearned models and R oracles (delta = 0).
+
+    Perfect separation.
+    """
+    return max(math.log((1 - 1 / (2 * r)) * 2 * k), math.log((1 - 1 / (2 * k)) * 2 * r))
 
 
 def test_per_example_epsilon():
@@ -143,12 +147,12 @@ def test_per_example_epsilon():
     # same distribution, independent draws: well below the cap (not 0: see the docstring's null floor)
     null = np.median(per_example_epsilon(rng.normal(size=(16, 200)), rng.normal(size=(16, 200))))
     shifted = np.median(per_example_epsilon(rng.normal(size=(16, 200)) + 3.0, rng.normal(size=(16, 200))))
-    assert null < 0.6 * epsilon_cap(16, 16) and shifted > null + 1.0
+    assert null < 0.6 * _cap(16, 16) and shifted > null + 1.0
     separated = per_example_epsilon(np.full((4, 2), 5.0) + np.arange(4)[:, None], np.zeros((8, 2)))
-    np.testing.assert_allclose(separated, epsilon_cap(4, 8))
-    assert epsilon_cap(4, 8) == pytest.approx(max(math.log((1 - 1 / 16) * 8), math.log((1 - 1 / 8) * 16)))
+    np.testing.assert_allclose(separated, _cap(4, 8))
+    assert _cap(16, 16) == pytest.approx(math.log(2 * 16 - 1))
     # the reverse direction (unlearned below the oracles) is caught too
-    np.testing.assert_allclose(per_example_epsilon(-np.ones((4, 1)), np.zeros((8, 1))), epsilon_cap(4, 8))
+    np.testing.assert_allclose(per_example_epsilon(-np.ones((4, 1)), np.zeros((8, 1))), _cap(4, 8))
     with pytest.raises(ValueError, match="R >= 8"):
         per_example_epsilon(np.zeros((4, 2)), np.zeros((7, 2)))
     with pytest.raises(ValueError, match="K >= 2"):

@@ -22,9 +22,13 @@ def drawn(monkeypatch):
     original = F.save_figure
 
     def recording(fig, table, png_path):
-        seen.append({"suptitle": fig._suptitle.get_text() if fig._suptitle else "",
-                     "axes": [(ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) for ax in fig.axes],
-                     "lines": [line.get_xdata() for ax in fig.axes[:1] for line in ax.lines]})
+        seen.append(
+            {
+                "suptitle": fig._suptitle.get_text() if fig._suptitle else "",
+                "axes": [(ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) for ax in fig.axes],
+                "lines": [line.get_xdata() for ax in fig.axes[:1] for line in ax.lines],
+            }
+        )
         return original(fig, table, png_path)
 
     monkeypatch.setattr(F, "save_figure", recording)
@@ -55,25 +59,41 @@ def _dataset(scores: pd.DataFrame):
 
     n = len(scores)
     x = torch.linspace(-1, 1, n * 36).reshape(n, 1, 6, 6)
-    return types.SimpleNamespace(class_names=("zero", "one", "two"), mean=(0.5,), std=(0.25,),
-                                 train=types.SimpleNamespace(index=torch.tensor(scores["index"].to_numpy()), x=x))
+    return types.SimpleNamespace(
+        class_names=("zero", "one", "two"),
+        mean=(0.5,),
+        std=(0.25,),
+        train=types.SimpleNamespace(index=torch.tensor(scores["index"].to_numpy()), x=x),
+    )
 
 
 def _worst_case(tmp_path) -> pd.DataFrame:
     """worst_case.csv as the privacy_loss rule writes it, read back as the figure rule reads it."""
-    rows = [dict(seed=seed, order=order, rdp=rdp * order, epsilon=9.0, delta=1e-5, best_order=8.0,
-                 sensitivity="max observed")
-            for seed, rdp in ((0, 20.0), (1, 30.0)) for order in (2.0, 8.0)]
+    rows = [
+        dict(
+            seed=seed,
+            order=order,
+            rdp=rdp * order,
+            epsilon=9.0,
+            delta=1e-5,
+            best_order=8.0,
+            sensitivity="max observed",
+        )
+        for seed, rdp in ((0, 20.0), (1, 30.0))
+        for order in (2.0, 8.0)
+    ]
     return io.load_table(io.save_table(pd.DataFrame(rows), tmp_path / "worst_case.csv"))
 
 
 def test_privacy_figure_draws_the_worst_case_from_its_table(tmp_path, drawn):
     scores = _scores()
     worst = _worst_case(tmp_path)
-    first = F.plot_privacy_loss(scores, _dataset(scores), tmp_path / "a" / "F1.png", alpha=2.0, worst_case=worst,
-                                grid=2, title="t")
-    second = F.plot_privacy_loss(scores, _dataset(scores), tmp_path / "b" / "F1.png", alpha=2.0, worst_case=worst,
-                                 grid=2, title="t")
+    first = F.plot_privacy_loss(
+        scores, _dataset(scores), tmp_path / "a" / "F1.png", alpha=2.0, worst_case=worst, grid=2, title="t"
+    )
+    second = F.plot_privacy_loss(
+        scores, _dataset(scores), tmp_path / "b" / "F1.png", alpha=2.0, worst_case=worst, grid=2, title="t"
+    )
     _same_bytes(first, second)
     xlabel, ylabel, title = drawn[0]["axes"][0]
     assert xlabel == "P(x, α=2) (nats, Rényi DP, log scale)" and ylabel == "class"
@@ -93,18 +113,32 @@ def test_privacy_figure_refuses_a_worst_case_table_without_alpha(tmp_path):
     scores = _scores()
     worst = _worst_case(tmp_path)
     with pytest.raises(ValueError, match="no row for order α = 4"):
-        F.plot_privacy_loss(scores, _dataset(scores), tmp_path / "F1.png", alpha=4.0, worst_case=worst, grid=2)
+        F.plot_privacy_loss(
+            scores, _dataset(scores), tmp_path / "F1.png", alpha=4.0, worst_case=worst, grid=2
+        )
     with pytest.raises(ValueError, match="lacks columns"):
-        F.plot_privacy_loss(scores, _dataset(scores), tmp_path / "F1.png", alpha=2.0,
-                            worst_case=worst.drop(columns="rdp"), grid=2)
+        F.plot_privacy_loss(
+            scores,
+            _dataset(scores),
+            tmp_path / "F1.png",
+            alpha=2.0,
+            worst_case=worst.drop(columns="rdp"),
+            grid=2,
+        )
 
 
 def test_proxy_figure_shows_seed_and_example_intervals(tmp_path, drawn):
     scores = _scores()
     columns = ["privacy_loss", "el2n", "forgetting_events"]
-    correlations = P.correlations(scores, columns, n_boot=40, seed_columns=P.per_seed_columns(scores, columns))
-    kwargs = dict(class_names=("zero", "one", "two"), proxies=["el2n", "forgetting_events", "cscore_holdout"],
-                  alpha=2.0, title="t")
+    correlations = P.correlations(
+        scores, columns, n_boot=40, seed_columns=P.per_seed_columns(scores, columns)
+    )
+    kwargs = dict(
+        class_names=("zero", "one", "two"),
+        proxies=["el2n", "forgetting_events", "cscore_holdout"],
+        alpha=2.0,
+        title="t",
+    )
     first = F.plot_proxy_correlation(scores, correlations, tmp_path / "a" / "F4.png", **kwargs)
     second = F.plot_proxy_correlation(scores, correlations, tmp_path / "b" / "F4.png", **kwargs)
     _same_bytes(first, second)
@@ -121,20 +155,38 @@ def test_proxy_figure_shows_seed_and_example_intervals(tmp_path, drawn):
 
 
 def test_robustness_and_training_figures_name_their_axes(tmp_path, drawn):
-    robustness = pd.DataFrame({"factor": ["accounting beta", "seeds", "estimator"],
-                               "variant": ["beta=50", "seed 0 vs seed 1", "online"],
-                               "compared_with": ["reference", "seed 1", "reference"],
-                               "spearman": [0.99, -0.1, np.nan], "top_m_overlap": [0.6, 0.2, 0.4], "m": 50})
+    robustness = pd.DataFrame(
+        {
+            "factor": ["accounting beta", "seeds", "estimator"],
+            "variant": ["beta=50", "seed 0 vs seed 1", "online"],
+            "compared_with": ["reference", "seed 1", "reference"],
+            "spearman": [0.99, -0.1, np.nan],
+            "top_m_overlap": [0.6, 0.2, 0.4],
+            "m": 50,
+        }
+    )
     first = F.plot_robustness(robustness, tmp_path / "a" / "F7.png", title="t")
     second = F.plot_robustness(robustness, tmp_path / "b" / "F7.png", title="t")
     _same_bytes(first, second)
     (rho_x, rho_y, _), (overlap_x, _, _) = drawn[0]["axes"]
     assert "Spearman ρ" in rho_x and "unitless" in rho_x and "P(x, α)" in rho_y
     assert "m = 50" in overlap_x and "fraction" in overlap_x
-    history = pd.DataFrame([dict(seed=s, epoch=e, step=10 * e, split=split, metric=metric,
-                                 value=(2.3 / (e + 1) if metric == "loss" else e / 5))
-                            for s in (0, 1) for e in range(5) for split in ("train", "test")
-                            for metric in ("loss", "accuracy")])
+    history = pd.DataFrame(
+        [
+            dict(
+                seed=s,
+                epoch=e,
+                step=10 * e,
+                split=split,
+                metric=metric,
+                value=(2.3 / (e + 1) if metric == "loss" else e / 5),
+            )
+            for s in (0, 1)
+            for e in range(5)
+            for split in ("train", "test")
+            for metric in ("loss", "accuracy")
+        ]
+    )
     first = F.plot_training_curves(history, tmp_path / "a" / "F0.png", title="t")
     second = F.plot_training_curves(history, tmp_path / "b" / "F0.png", title="t")
     _same_bytes(first, second)

@@ -10,8 +10,9 @@ from perinstance.groups import build_groups, class_quotas, random_groups, top_ra
 def table(n: int = 30, classes: int = 3) -> pd.DataFrame:
     """Score = index, so the ranking is known by hand; labels cycle through the classes."""
     index = np.arange(100, 100 + n)
-    return pd.DataFrame({"index": index, "label": np.arange(n) % classes, "p": index.astype(float),
-                         "flat": np.zeros(n)})
+    return pd.DataFrame(
+        {"index": index, "label": np.arange(n) % classes, "p": index.astype(float), "flat": np.zeros(n)}
+    )
 
 
 def members(groups: pd.DataFrame, name: str) -> list[int]:
@@ -37,7 +38,7 @@ def test_low_mid_high_disjoint_at_the_limit_and_size_error():
     assert g["index"].nunique() == 12
     with pytest.raises(ValueError, match="groups.size"):
         build_groups(table(11), "p", size=4)
-    with pytest.raises(ValueError, match="groups.scores"):
+    with pytest.raises(ValueError, match="groups.proxy_scores"):
         build_groups(table(12), "missing", size=2)
     with pytest.raises(ValueError, match="groups.privacy_kinds"):
         build_groups(table(12), "p", size=2, kinds=["hi"])
@@ -95,14 +96,6 @@ def test_top_bins_in_groups():
     balanced = build_groups(table(60, classes=3), "p", size=6, kinds=(), linear_bins=2, class_balanced=True)
     assert balanced.groupby(["group", "label"]).size().eq(2).all()
     assert balanced["index"].nunique() == 12
-
-
-def test_quantile_bins_seeded():
-    g = build_groups(table(40), "p", size=3, kinds=(), quantile_bins=4, seed=1)
-    assert sorted(set(g["group"])) == ["bin0of4", "bin1of4", "bin2of4", "bin3of4"]
-    ranks = g.groupby("group")["rank"].agg(["min", "max"])
-    assert ranks.loc["bin0of4", "max"] < 10 and ranks.loc["bin3of4", "min"] >= 30
-    pd.testing.assert_frame_equal(g, build_groups(table(40), "p", size=3, kinds=(), quantile_bins=4, seed=1))
 
 
 def test_random_groups_seeded():

@@ -32,9 +32,13 @@ def umask():
 def test_outputs_respect_the_umask(tmp_path, umask, mask, expected):
     umask(mask)
     frame = pd.DataFrame({"a": [1, 2]})
-    written = [io.save_table(frame, tmp_path / "t.csv"), io.save_table(frame, tmp_path / "t.parquet"),
-               io.save_npz(tmp_path / "a.npz", x=np.zeros(3)), io.save_json({"a": 1}, tmp_path / "s.json"),
-               io.save_torch({"w": torch.zeros(2)}, tmp_path / "m.pt")]
+    written = [
+        io.save_table(frame, tmp_path / "t.csv"),
+        io.save_table(frame, tmp_path / "t.parquet"),
+        io.save_npz(tmp_path / "a.npz", x=np.zeros(3)),
+        io.save_json({"a": 1}, tmp_path / "s.json"),
+        io.save_torch({"w": torch.zeros(2)}, tmp_path / "m.pt"),
+    ]
     assert [oct(_mode(p)) for p in written] == [oct(expected)] * len(written)
 
 
@@ -51,7 +55,10 @@ def test_interrupted_copy_leaves_the_old_file(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "copyfile", half_copy)
     with pytest.raises(KeyboardInterrupt):
         io.copy_file(source, target)
-    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["new.bin", "out.bin"]
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "new.bin",
+        "out.bin",
+    ]
 
 
 # ----------------------------------------------------------------------- checked reads
@@ -99,11 +106,19 @@ def _pickled_pt(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("make, load", [
-    (_truncated_parquet, io.load_table), (_garbage_csv, io.load_table), (_empty_csv, io.load_table),
-    (_truncated_npz, io.load_npz), (_object_npz, io.load_npz),
-    (_truncated_pt, io.load_state_dict), (_pickled_pt, io.load_state_dict), (_truncated_pt, io.load_torch),
-])
+@pytest.mark.parametrize(
+    "make, load",
+    [
+        (_truncated_parquet, io.load_table),
+        (_garbage_csv, io.load_table),
+        (_empty_csv, io.load_table),
+        (_truncated_npz, io.load_npz),
+        (_object_npz, io.load_npz),
+        (_truncated_pt, io.load_state_dict),
+        (_pickled_pt, io.load_state_dict),
+        (_truncated_pt, io.load_torch),
+    ],
+)
 def test_damaged_artefacts_raise_one_error_naming_the_file(tmp_path, make, load):
     path = make(tmp_path)
     with pytest.raises(io.CorruptArtefact) as caught:
@@ -122,13 +137,16 @@ def test_truncated_parquet_message(tmp_path):
 def test_npz_required_arrays_are_named(tmp_path):
     path = io.save_npz(tmp_path / "eval.npz", forget_losses=np.zeros(2))
     assert set(io.load_npz(path, required=("forget_losses",))) == {"forget_losses"}
-    with pytest.raises(io.CorruptArtefact, match=r"eval\.npz: missing array\(s\) 'test_losses', 'forget_phi'"):
+    with pytest.raises(
+        io.CorruptArtefact, match=r"eval\.npz: missing array\(s\) 'test_losses', 'forget_phi'"
+    ):
         io.load_npz(path, required=("forget_losses", "test_losses", "forget_phi"))
 
 
 def test_non_finite_weights_are_refused(tmp_path):
-    path = io.save_torch({"conv.weight": torch.tensor([1.0, float("nan")]), "fc.bias": torch.zeros(2)},
-                         tmp_path / "model.pt")
+    path = io.save_torch(
+        {"conv.weight": torch.tensor([1.0, float("nan")]), "fc.bias": torch.zeros(2)}, tmp_path / "model.pt"
+    )
     with pytest.raises(io.CorruptArtefact, match=r"model\.pt: weight 'conv\.weight' holds non-finite values"):
         io.load_state_dict(path)
     assert torch.isnan(io.load_state_dict(path, check_finite=False)["conv.weight"][1])
@@ -137,7 +155,9 @@ def test_non_finite_weights_are_refused(tmp_path):
     io.require_finite(np.arange(3), "counts", tmp_path / "x.npz")  # integers are always finite
 
 
-@pytest.mark.parametrize("load", [io.load_table, io.load_npz, io.load_state_dict, io.load_torch, io.load_json])
+@pytest.mark.parametrize(
+    "load", [io.load_table, io.load_npz, io.load_state_dict, io.load_torch, io.load_json]
+)
 def test_missing_files_stay_file_not_found(tmp_path, load):
     with pytest.raises(FileNotFoundError, match="nothing.here"):
         load(tmp_path / "nothing.here")
@@ -215,3 +235,14 @@ def test_remove_path_only_removes_marked_runs(tmp_path):
     with pytest.raises(io.RefusedOverwrite):
         io.remove_path(other)
     assert (other / "f").is_file()
+
+
+def test_the_same_weights_are_the_same_bytes(tmp_path):
+    """torch.save records the file name it writes to; the temporary name must not leak in."""
+    import torch
+
+    weights = {"w": torch.arange(6.0).reshape(2, 3)}
+    first = io.save_torch(weights, tmp_path / "a.pt").read_bytes()
+    second = io.save_torch(weights, tmp_path / "a.pt").read_bytes()
+    assert first == second
+    assert b".a.pt." not in first

@@ -28,8 +28,10 @@ def test_resnet18_standard_width_has_about_11m_parameters():
 
 @pytest.mark.parametrize("name", ["smallcnn", "resnet18"])
 def test_width_changes_parameter_count(name):
-    counts = [count_parameters(build_model(name, num_classes=10, input_shape=(3, 32, 32), width=w))
-              for w in (4, 8, 16)]
+    counts = [
+        count_parameters(build_model(name, num_classes=10, input_shape=(3, 32, 32), width=w))
+        for w in (4, 8, 16)
+    ]
     assert counts[0] < counts[1] < counts[2]
 
 
@@ -100,6 +102,7 @@ def test_maxpool2x2_per_example_gradients_under_vmap():
         return (pool(xi.unsqueeze(0)).squeeze(0) * weights).sum()
 
     ours = vmap(grad(lambda xi: loss(MaxPool2x2(), xi)))(x)
-    expected = torch.stack([torch.autograd.functional.vjp(lambda v: loss(torch.nn.MaxPool2d(2), v), xi)[1]
-                            for xi in x])
+    expected = torch.stack(
+        [torch.autograd.functional.vjp(lambda v: loss(torch.nn.MaxPool2d(2), v), xi)[1] for xi in x]
+    )
     assert torch.equal(ours, expected)

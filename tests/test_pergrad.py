@@ -7,10 +7,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from perinstance.models import build_model
-from perinstance.pergrad import (UnsupportedModelError, dataset_grad_norms, loss_backward_with_norms,
-                                 naive_per_example_grad_norms, per_example_grad_norms,
-                                 per_example_grad_norms_fast, per_example_grad_norms_reference,
-                                 unsupported_modules)
+from perinstance.pergrad import (
+    UnsupportedModelError,
+    dataset_grad_norms,
+    loss_backward_with_norms,
+    naive_per_example_grad_norms,
+    per_example_grad_norms,
+    per_example_grad_norms_fast,
+    per_example_grad_norms_reference,
+    unsupported_modules,
+)
 
 
 def _setup(name, shape, n, width, classes=10):
@@ -28,10 +34,13 @@ def _close_to_scale(a, b, rtol=1e-5):
     return (a - b).abs().max().item() <= rtol * b.abs().max().item()
 
 
-@pytest.mark.parametrize("name,shape,n,width", [
-    ("smallcnn", (1, 28, 28), 24, 16),
-    ("resnet18", (3, 32, 32), 6, 8),
-])
+@pytest.mark.parametrize(
+    "name,shape,n,width",
+    [
+        ("smallcnn", (1, 28, 28), 24, 16),
+        ("resnet18", (3, 32, 32), 6, 8),
+    ],
+)
 def test_matches_naive(name, shape, n, width):
     model, x, y = _setup(name, shape, n, width)
     fast = per_example_grad_norms(model, x, y)
@@ -42,8 +51,10 @@ def test_matches_naive(name, shape, n, width):
 @pytest.mark.parametrize("engine", ["fast", "reference"])
 def test_chunking_does_not_change_result(engine):
     model, x, y = _setup("smallcnn", (1, 8, 8), 23, 8)
-    torch.testing.assert_close(per_example_grad_norms(model, x, y, chunk_size=5, engine=engine),
-                               per_example_grad_norms(model, x, y, chunk_size=256, engine=engine))
+    torch.testing.assert_close(
+        per_example_grad_norms(model, x, y, chunk_size=5, engine=engine),
+        per_example_grad_norms(model, x, y, chunk_size=256, engine=engine),
+    )
     assert per_example_grad_norms(model, x, y, chunk_size=1, engine=engine).shape == (23,)
 
 
@@ -65,8 +76,7 @@ def test_works_under_no_grad_and_skips_frozen_params():
     torch.testing.assert_close(ref, naive_per_example_grad_norms(model, x, y))
     for p in model.features.parameters():
         p.requires_grad_(False)
-    torch.testing.assert_close(per_example_grad_norms(model, x, y),
-                               naive_per_example_grad_norms(model, x, y))
+    torch.testing.assert_close(per_example_grad_norms(model, x, y), naive_per_example_grad_norms(model, x, y))
     assert (per_example_grad_norms(model, x, y) < ref).all()
 
 
@@ -127,11 +137,26 @@ class TinySequenceNet(nn.Module):
 def _case(name):
     torch.manual_seed(0)
     if name == "smallcnn-28":
-        model, shape, n, classes = build_model("smallcnn", num_classes=10, input_shape=(1, 28, 28), width=16), (1, 28, 28), 12, 10
+        model, shape, n, classes = (
+            build_model("smallcnn", num_classes=10, input_shape=(1, 28, 28), width=16),
+            (1, 28, 28),
+            12,
+            10,
+        )
     elif name == "smallcnn-8":
-        model, shape, n, classes = build_model("smallcnn", num_classes=3, input_shape=(1, 8, 8), width=4, norm_groups=2), (1, 8, 8), 9, 3
+        model, shape, n, classes = (
+            build_model("smallcnn", num_classes=3, input_shape=(1, 8, 8), width=4, norm_groups=2),
+            (1, 8, 8),
+            9,
+            3,
+        )
     elif name == "resnet18":
-        model, shape, n, classes = build_model("resnet18", num_classes=10, input_shape=(3, 32, 32), width=4, norm_groups=2), (3, 32, 32), 5, 10
+        model, shape, n, classes = (
+            build_model("resnet18", num_classes=10, input_shape=(3, 32, 32), width=4, norm_groups=2),
+            (3, 32, 32),
+            5,
+            10,
+        )
     elif name == "oddconv":
         model, shape, n, classes = OddConvNet(), (3, 12, 12), 7, 5
     elif name == "sequence":
@@ -268,12 +293,15 @@ class Tied(nn.Module):
         return self.head(self.b(torch.tanh(self.a(x))))
 
 
-@pytest.mark.parametrize("make,shape,static", [
-    (lambda: nn.Sequential(nn.Linear(6, 4), Scaled(), nn.Linear(4, 3)), (6,), True),
-    (Tied, (6,), True),
-    (Reused, (6,), False),
-    (InPlace, (1, 8, 8), False),
-])
+@pytest.mark.parametrize(
+    "make,shape,static",
+    [
+        (lambda: nn.Sequential(nn.Linear(6, 4), Scaled(), nn.Linear(4, 3)), (6,), True),
+        (Tied, (6,), True),
+        (Reused, (6,), False),
+        (InPlace, (1, 8, 8), False),
+    ],
+)
 def test_unsupported_models_fall_back_to_reference(make, shape, static):
     torch.manual_seed(0)
     model, x, y = make(), torch.randn(5, *shape), torch.randint(0, 3, (5,))
@@ -303,7 +331,9 @@ def test_unused_module_and_frozen_first_layer():
     model.features[0].requires_grad_(False)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        torch.testing.assert_close(per_example_grad_norms(model, x, y), naive_per_example_grad_norms(model, x, y))
+        torch.testing.assert_close(
+            per_example_grad_norms(model, x, y), naive_per_example_grad_norms(model, x, y)
+        )
     model.spare = nn.Linear(3, 3)  # never called: the hooks would miss a parameter, so fall back
     with pytest.raises(UnsupportedModelError, match="ran 0 times"):
         per_example_grad_norms_fast(model, x, y)

@@ -5,9 +5,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 from opacus.accountants.analysis import rdp as opacus_rdp
 
 from perinstance import io
+from perinstance.grad_norms import compute_checkpoint_norms
 from perinstance.privacy import (
     StepGroups,
     checkpoint_step_groups,
@@ -20,10 +22,9 @@ from perinstance.privacy import (
     subsampled_gaussian_rdp,
     worst_case_rdp,
 )
-from perinstance.scores import compute_checkpoint_norms, merge_score_tables, privacy_tables
+from perinstance.privacy_scores import privacy_tables
+from perinstance.scores import merge_score_tables
 from perinstance.training import train_run
-
-from conftest import tiny_config
 
 ORDERS = np.array([1.5, 2.0, 8.0, 32.0])
 
@@ -42,7 +43,9 @@ def test_full_batch_reduces_to_gaussian_closed_form():
 
 def test_float32_noise_multipliers_are_handled_in_float64():
     z = np.array([17.3, 3.0], dtype=np.float32)  # below the expansion switch of every order here
-    expected = [opacus_rdp.compute_rdp(q=0.02, noise_multiplier=float(v), steps=1, orders=ORDERS.tolist()) for v in z]
+    expected = [
+        opacus_rdp.compute_rdp(q=0.02, noise_multiplier=float(v), steps=1, orders=ORDERS.tolist()) for v in z
+    ]
     np.testing.assert_allclose(subsampled_gaussian_rdp(0.02, z, ORDERS, "exact"), expected, rtol=1e-12)
 
 
@@ -59,13 +62,23 @@ def test_huge_noise_multipliers_follow_the_quadratic_asymptote():
 # the sample rates of its configs: mnist5k (64/4000 and its 50-example forget sets), the tiny CI config
 # (32/180), CIFAR-10 at B = 128, full batch.
 PROJECT_ORDERS = rdp_orders(2, [1.25, 1.5, 2, 3, 4, 8, 16, 32, 64] + [1.5, 8, 32])
-RATES = [64 / 4000, 128 / 50000, 1.0, pytest.param(64 / 3950, marks=pytest.mark.slow),
-         pytest.param(32 / 180, marks=pytest.mark.slow)]  # the slow ones: ~10-25 s each (Opacus' fractional orders)
+RATES = [
+    64 / 4000,
+    128 / 50000,
+    1.0,
+    pytest.param(64 / 3950, marks=pytest.mark.slow),
+    pytest.param(32 / 180, marks=pytest.mark.slow),
+]  # the slow ones: ~10-25 s each (Opacus' fractional orders)
 
 
 def _dense_z():
-    """1e-2 .. 1e4, 200 points per decade, plus 1,500 across the regime change of the orders (z ~ 0.3 .. 5)."""
-    return np.unique(np.concatenate([np.logspace(-2, 4, 1201), np.logspace(np.log10(0.3), np.log10(5.0), 1500)]))
+    """1e-2 .. 1e4, 200 points per decade.
+
+    Plus 1,500 across the regime change of the orders (z ~ 0.3 .. 5).
+    """
+    return np.unique(
+        np.concatenate([np.logspace(-2, 4, 1201), np.logspace(np.log10(0.3), np.log10(5.0), 1500)])
+    )
 
 
 @pytest.mark.parametrize("q", RATES)
@@ -78,8 +91,12 @@ def test_interpolation_meets_its_bound_on_a_dense_grid(q):
     interpolated = subsampled_gaussian_rdp(q, z, PROJECT_ORDERS, "interpolate")
     for j, order in enumerate(PROJECT_ORDERS):
         near = z < asymptotic_switch(q, order)  # beyond it both methods share the 1/z^2 expansion
-        exact = np.array([opacus_rdp.compute_rdp(q=q, noise_multiplier=float(v), steps=1, orders=[order])[0]
-                          for v in z[near]])
+        exact = np.array(
+            [
+                opacus_rdp.compute_rdp(q=q, noise_multiplier=float(v), steps=1, orders=[order])[0]
+                for v in z[near]
+            ]
+        )
         relative = np.abs(interpolated[near, j] / exact - 1)
         assert near.sum() > 2000 and relative.max() < INTERPOLATION_RTOL == 1e-4, (order, relative.max())
     np.testing.assert_array_equal(interpolated, subsampled_gaussian_rdp(q, z, PROJECT_ORDERS, "interpolate"))
@@ -102,7 +119,10 @@ def test_reference_values_match_high_precision_quadrature():
 
     def reference(q, z, order):
         q, s, a = mp.mpf(q), mp.mpf(z), mp.mpf(order)
-        integrand = lambda x: mp.npdf(x, 0, s) * (1 - q + q * mp.exp((2 * x - 1) / (2 * s * s))) ** a
+
+        def integrand(x):
+            return mp.npdf(x, 0, s) * (1 - q + q * mp.exp((2 * x - 1) / (2 * s * s))) ** a
+
         return float(mp.log(mp.quad(integrand, [-mp.inf, -10 * s, 0, 0.5, 10 * s, mp.inf])) / (a - 1))
 
     for q in (128 / 50000, 32 / 180):
@@ -110,7 +130,9 @@ def test_reference_values_match_high_precision_quadrature():
             switch = asymptotic_switch(q, order)
             zs = [0.97 * switch, 1.03 * switch, 1e3, 1e4]
             got = subsampled_gaussian_rdp(q, np.array(zs), np.array([order]), "exact")[:, 0]
-            np.testing.assert_allclose(got, [reference(q, z, order) for z in zs], rtol=1e-5, err_msg=f"{q} {order}")
+            np.testing.assert_allclose(
+                got, [reference(q, z, order) for z in zs], rtol=1e-5, err_msg=f"{q} {order}"
+            )
 
 
 def test_zero_norm_costs_nothing():
@@ -123,7 +145,9 @@ def test_zero_norm_costs_nothing():
 def test_noise_multiplier_formula():
     # tau = sqrt(2 lr / beta), Delta = lr g / B
     lr, beta, batch, g = 0.05, 200.0, 64, 30.0
-    assert noise_multiplier(np.array([g]), lr, batch, beta)[0] == pytest.approx(math.sqrt(2 * lr / beta) / (lr * g / batch))
+    assert noise_multiplier(np.array([g]), lr, batch, beta)[0] == pytest.approx(
+        math.sqrt(2 * lr / beta) / (lr * g / batch)
+    )
 
 
 def test_every_norm_at_the_clip_equals_opacus_worst_case():
@@ -132,15 +156,32 @@ def test_every_norm_at_the_clip_equals_opacus_worst_case():
     used, groups = checkpoint_step_groups([0, 10, 40, 100], lr)
     clip, batch, n, beta = 2.0, 50, 1000, 300.0
     norms = np.full((7, len(used)), 5.0)  # above the clip
-    per_instance = per_instance_rdp(norms, groups, sample_rate=batch / n, batch_size=batch, beta=beta,
-                                    orders=ORDERS, clip=clip, method="exact")
+    per_instance = per_instance_rdp(
+        norms,
+        groups,
+        sample_rate=batch / n,
+        batch_size=batch,
+        beta=beta,
+        orders=ORDERS,
+        clip=clip,
+        method="exact",
+    )
     sigma = batch * math.sqrt(2 / (0.05 * beta)) / clip
     expected = opacus_rdp.compute_rdp(q=batch / n, noise_multiplier=sigma, steps=100, orders=ORDERS.tolist())
     np.testing.assert_allclose(per_instance, np.tile(expected, (7, 1)), rtol=1e-10)
-    worst, epsilon, _ = worst_case_rdp(np.full(len(used), clip), groups, sample_rate=batch / n, batch_size=batch,
-                                       beta=beta, orders=ORDERS, delta=1e-5)
+    worst, epsilon, _ = worst_case_rdp(
+        np.full(len(used), clip),
+        groups,
+        sample_rate=batch / n,
+        batch_size=batch,
+        beta=beta,
+        orders=ORDERS,
+        delta=1e-5,
+    )
     np.testing.assert_allclose(worst, expected, rtol=1e-10)
-    assert epsilon == pytest.approx(opacus_rdp.get_privacy_spent(orders=ORDERS.tolist(), rdp=expected, delta=1e-5)[0])
+    assert epsilon == pytest.approx(
+        opacus_rdp.get_privacy_spent(orders=ORDERS.tolist(), rdp=expected, delta=1e-5)[0]
+    )
 
 
 def test_privacy_loss_grows_with_the_gradient_norm():
@@ -165,7 +206,7 @@ def test_checkpoint_stands_for_the_steps_until_the_next():
     lr = np.concatenate([np.full(50, 0.1), np.full(50, 0.01)])
     used, groups = checkpoint_step_groups([0, 10, 60, 100], lr, include_step0=True)
     assert [c.tolist() for c in groups.counts] == [[10], [10, 40], [40]]
-    assert [sorted(l.tolist()) for l in groups.lrs] == [[0.1], [0.01, 0.1], [0.01]]
+    assert [sorted(lrs.tolist()) for lrs in groups.lrs] == [[0.1], [0.01, 0.1], [0.01]]
     _, without0 = checkpoint_step_groups([0, 10, 60, 100], lr)
     assert [c.sum() for c in without0.counts] == [60, 40]  # the first used checkpoint absorbs steps 0..9
 
@@ -173,9 +214,10 @@ def test_checkpoint_stands_for_the_steps_until_the_next():
 def test_smooth_schedules_are_summarised_to_few_levels():
     lr = 0.1 * 0.5 * (1 + np.cos(np.linspace(0, np.pi, 200)))
     groups = epoch_step_groups(lr, 100, max_lr_levels=4)
-    assert [len(l) for l in groups.lrs] == [4, 4] and groups.total_steps == 200
-    np.testing.assert_allclose([np.dot(l, c) for l, c in zip(groups.lrs, groups.counts)],
-                               [lr[:100].sum(), lr[100:].sum()])
+    assert [len(lrs) for lrs in groups.lrs] == [4, 4] and groups.total_steps == 200
+    np.testing.assert_allclose(
+        [np.dot(lrs, c) for lrs, c in zip(groups.lrs, groups.counts)], [lr[:100].sum(), lr[100:].sum()]
+    )
 
 
 def test_online_norms_average_per_epoch_and_fill_gaps():
@@ -196,7 +238,9 @@ def test_online_rdp_composes_each_epochs_mean_norm_over_its_steps():
         "presentation_step": np.array([0, 1, 0, 2, 3, 3, 4, 5, 5]),
         "presentation_example": np.array([0, 0, 2, 0, 1, 0, 0, 1, 2]),
         "presentation_grad_norm": np.array([1.0, 3.0, 5.0, 4.0, 6.0, 8.0, 7.0, 9.0, 2.0], dtype=np.float32),
-        "lr": np.full(6, 0.1), "steps_per_epoch": np.int64(2), "batch_size": np.int64(3),
+        "lr": np.full(6, 0.1),
+        "steps_per_epoch": np.int64(2),
+        "batch_size": np.int64(3),
         "train_index": np.arange(3),
     }
     epoch_means = np.array([[2.0, 6.0, 7.0], [6.0, 6.0, 9.0], [5.0, 5.0, 2.0]])
@@ -221,7 +265,9 @@ def tiny_privacy(tmp_path_factory):
     runs = []
     for seed in (0, 1):
         run = train_run(config, seed, root / f"seed{seed}", progress=False)
-        runs.append((seed, run, compute_checkpoint_norms(config, run, root / f"norms{seed}.npz", progress=False)))
+        runs.append(
+            (seed, run, compute_checkpoint_norms(config, run, root / f"norms{seed}.npz", progress=False))
+        )
     return config, runs
 
 
@@ -241,13 +287,17 @@ def test_privacy_tables_on_tiny_runs(tiny_privacy):
     for column in ("privacy_loss", "privacy_loss_4alpha", "privacy_loss_online"):
         assert np.isfinite(table[column]).all() and table[column].std() > 0
     assert (table["privacy_loss_4alpha"] > table["privacy_loss"]).all()  # RDP grows with the order
-    np.testing.assert_allclose(table["privacy_loss"], (table["privacy_loss_seed0"] + table["privacy_loss_seed1"]) / 2)
+    np.testing.assert_allclose(
+        table["privacy_loss"], (table["privacy_loss_seed0"] + table["privacy_loss_seed1"]) / 2
+    )
     long = tables["long"]
     assert set(long["estimator"]) == {"checkpoint", "online"} and set(long["seed"]) == {0, 1}
     worst = tables["worst_case"]
     # the max observed norm bounds every example: the worst case dominates each per-instance value
     per_seed0 = long[(long["seed"] == 0) & (long["estimator"] == "checkpoint") & (long["order"] == 2.0)]
-    assert per_seed0["rdp"].max() <= worst[(worst["seed"] == 0) & (worst["order"] == 2.0)]["rdp"].iloc[0] * (1 + 1e-9)
+    assert per_seed0["rdp"].max() <= worst[(worst["seed"] == 0) & (worst["order"] == 2.0)]["rdp"].iloc[0] * (
+        1 + 1e-9
+    )
 
 
 def test_merge_score_tables(tmp_path):
@@ -282,12 +332,21 @@ def test_robustness_table_recomputes_variants_from_stored_norms(tiny_privacy):
     # the configured beta and alpha are the reference itself and are skipped
     assert ("accounting beta", "beta=50") in variants and ("accounting beta", "beta=200") not in variants
     assert ("Renyi order", "alpha=8") in variants and ("Renyi order", "alpha=2") not in variants
-    assert {("checkpoints", "step 0 included"), ("seeds", "seed 0 vs seed 1"), ("estimator", "online")} <= variants
+    assert {
+        ("checkpoints", "step 0 included"),
+        ("seeds", "seed 0 vs seed 1"),
+        ("estimator", "online"),
+    } <= variants
     assert table["spearman"].between(-1, 1).all() and table["top_m_overlap"].between(0, 1).all()
     # privacy_tables' mean and per-seed columns agree with the reference the table compares against
     privacy = privacy_tables(config, runs)["privacy"]
     from scipy.stats import spearmanr
+
     seeds = table[table["factor"] == "seeds"].iloc[0]
-    assert seeds["spearman"] == pytest.approx(spearmanr(privacy["privacy_loss_seed0"], privacy["privacy_loss_seed1"])[0])
+    assert seeds["spearman"] == pytest.approx(
+        spearmanr(privacy["privacy_loss_seed0"], privacy["privacy_loss_seed1"])[0]
+    )
     online = table[table["factor"] == "estimator"].iloc[0]
-    assert online["spearman"] == pytest.approx(spearmanr(privacy["privacy_loss_online"], privacy["privacy_loss"])[0])
+    assert online["spearman"] == pytest.approx(
+        spearmanr(privacy["privacy_loss_online"], privacy["privacy_loss"])[0]
+    )

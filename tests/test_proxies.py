@@ -14,7 +14,9 @@ def test_el2n_known_values_and_seed_mean():
     c = 4
     labels = np.array([0, 1, 2])
     # row 0: softmax ~ onehot(0); row 1: uniform; row 2: huge logits that would overflow a naive exp
-    confident = np.array([[50.0, -50.0, -50.0, -50.0], [0.0, 0.0, 0.0, 0.0], [1000.0, 1000.0, 1000.0, 1000.0]])
+    confident = np.array(
+        [[50.0, -50.0, -50.0, -50.0], [0.0, 0.0, 0.0, 0.0], [1000.0, 1000.0, 1000.0, 1000.0]]
+    )
     uniform_el2n = np.sqrt((1 - 1 / c) ** 2 + (c - 1) / c**2)
     got = P.el2n([confident], labels)
     assert got.dtype == np.float64
@@ -22,8 +24,9 @@ def test_el2n_known_values_and_seed_mean():
     # a second seed that is maximally wrong on row 0: distance sqrt(2) from onehot(0)
     wrong = confident.copy()
     wrong[0] = [-50.0, 50.0, -50.0, -50.0]
-    np.testing.assert_allclose(P.el2n([confident, wrong], labels),
-                               [np.sqrt(2) / 2, uniform_el2n, uniform_el2n], atol=1e-12)
+    np.testing.assert_allclose(
+        P.el2n([confident, wrong], labels), [np.sqrt(2) / 2, uniform_el2n, uniform_el2n], atol=1e-12
+    )
     np.testing.assert_allclose(P.el2n(confident, labels), got)  # a bare 2-D array is one seed
 
 
@@ -77,8 +80,9 @@ def test_forgetting_hardness_puts_never_learned_hardest():
     # per-seed encoding, then the mean: seed 2 max is 5, so its never-learned get 6
     events2 = np.array([5, 1, 0, 0, 0])
     never2 = np.array([False, False, False, False, True])
-    np.testing.assert_array_equal(P.forgetting_hardness([events, events2], [never, never2]),
-                                  [3.5, 0.5, 1.5, 0.0, 4.5])
+    np.testing.assert_array_equal(
+        P.forgetting_hardness([events, events2], [never, never2]), [3.5, 0.5, 1.5, 0.0, 4.5]
+    )
     assert np.argmax(P.forgetting_hardness([events], [never])) == 2
 
 
@@ -136,12 +140,8 @@ def test_holdout_mask_sizes_determinism_and_independence():
 
 def test_cscore_holdout_toy_design():
     # 3 models x 4 examples; example 3 is seen by every model
-    trained_on = np.array([[1, 0, 0, 1],
-                           [0, 1, 0, 1],
-                           [0, 0, 1, 1]], dtype=bool)
-    prob = np.array([[0.9, 0.2, 0.6, 0.5],
-                     [0.4, 0.9, 0.8, 0.5],
-                     [0.1, 0.6, 0.9, 0.5]])
+    trained_on = np.array([[1, 0, 0, 1], [0, 1, 0, 1], [0, 0, 1, 1]], dtype=bool)
+    prob = np.array([[0.9, 0.2, 0.6, 0.5], [0.4, 0.9, 0.8, 0.5], [0.1, 0.6, 0.9, 0.5]])
     c, count = P.cscore_holdout(prob, trained_on)
     np.testing.assert_allclose(c[:3], [0.25, 0.4, 0.7])
     assert np.isnan(c[3])
@@ -191,16 +191,22 @@ def test_published_cscores_missing_file_names_resources(tmp_path):
     assert str(path) in str(info.value)
 
 
-@pytest.mark.parametrize("arrays, message", [
-    (dict(labels=LABELS), "no key 'scores'"),
-    (dict(scores=np.full(8, 0.5)), "no key 'labels'"),
-    (dict(labels=LABELS[:7], scores=np.full(7, 0.5)), "7 scores"),
-    (dict(labels=LABELS, scores=np.full(7, 0.5)), "differ in shape"),
-    (dict(labels=LABELS, scores=np.full((8, 1), 0.5)), "1-D"),
-    (dict(labels=LABELS, scores=np.array([0.5] * 7 + [1.2])), r"1 scores are non-finite or outside \[0, 1\]"),
-    (dict(labels=LABELS, scores=np.array([np.nan] + [0.5] * 7)), "1 scores are non-finite"),
-    (dict(labels=LABELS, scores=np.array(["a"] * 8)), "numeric"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        (dict(labels=LABELS), "no key 'scores'"),
+        (dict(scores=np.full(8, 0.5)), "no key 'labels'"),
+        (dict(labels=LABELS[:7], scores=np.full(7, 0.5)), "7 scores"),
+        (dict(labels=LABELS, scores=np.full(7, 0.5)), "differ in shape"),
+        (dict(labels=LABELS, scores=np.full((8, 1), 0.5)), "1-D"),
+        (
+            dict(labels=LABELS, scores=np.array([0.5] * 7 + [1.2])),
+            r"1 scores are non-finite or outside \[0, 1\]",
+        ),
+        (dict(labels=LABELS, scores=np.array([np.nan] + [0.5] * 7)), "1 scores are non-finite"),
+        (dict(labels=LABELS, scores=np.array(["a"] * 8)), "numeric"),
+    ],
+)
 def test_published_cscores_invalid_files(tmp_path, arrays, message):
     path = _write(tmp_path / "c.npz", **arrays)
     with pytest.raises(ValueError, match=message):
@@ -233,12 +239,6 @@ def test_published_cscores_refuses_pickles(tmp_path):
         P.load_published_cscores(junk, LABELS)
 
 
-def test_hardness_columns_documented():
-    cols = P.hardness_columns()
-    assert list(cols) == ["el2n", "forgetting_events", "learning_speed", "cscore_holdout", "cscore_published"]
-    assert all(isinstance(v, str) and v for v in cols.values())
-
-
 # ----------------------------------------------------------------------------- correlations
 
 
@@ -252,11 +252,24 @@ def test_correlations_monotone_reversed_independent():
     rng = np.random.default_rng(0)
     n = 400
     a = rng.normal(size=n)
-    table = pd.DataFrame({"a": a, "up": np.exp(a), "down": -a**3, "noise": rng.normal(size=n)})
+    table = pd.DataFrame({"a": a, "up": np.exp(a), "down": -(a**3), "noise": rng.normal(size=n)})
     out = P.correlations(table, ["a", "up", "down", "noise"], n_boot=200)
-    assert list(out.columns) == ["x", "y", "method", "value", "ci_low", "ci_high", "ci_low_examples",
-                                 "ci_high_examples", "resampled", "n", "n_seeds", "n_boot", "ci_level",
-                                 "note"]
+    assert list(out.columns) == [
+        "x",
+        "y",
+        "method",
+        "value",
+        "ci_low",
+        "ci_high",
+        "ci_low_examples",
+        "ci_high_examples",
+        "resampled",
+        "n",
+        "n_seeds",
+        "n_boot",
+        "ci_level",
+        "note",
+    ]
     assert (out.n_seeds == 0).all() and (out.n_boot == 200).all() and (out.resampled == "examples").all()
     assert (out.ci_level == 0.95).all()
     # without per-seed columns the headline interval is the example bootstrap
@@ -340,10 +353,12 @@ def test_correlations_degenerate_and_bad_input():
         P.correlations(table, ["a", "const"], ci=1.5)
 
 
-# ----------------------------------------------------------------------------- seeds in the correlation bootstrap
+# ------------------------------------------------------------------------- seeds in the correlation bootstrap
 
 
-def _seeded_table(n_seeds: int, n: int = 300, seed_noise: float = 0.3, identical: bool = False, rng_seed: int = 7):
+def _seeded_table(
+    n_seeds: int, n: int = 300, seed_noise: float = 0.3, identical: bool = False, rng_seed: int = 7
+):
     """privacy_loss = mean of privacy_loss_seed<N>; a proxy (el2n) that tracks the common part."""
     rng = np.random.default_rng(rng_seed)
     common = rng.normal(size=n)
@@ -352,7 +367,9 @@ def _seeded_table(n_seeds: int, n: int = 300, seed_noise: float = 0.3, identical
     table = pd.DataFrame({f"privacy_loss_seed{s}": v for s, v in enumerate(per_seed)})
     table["privacy_loss"] = np.mean(per_seed, axis=0)
     table["el2n"] = common + 0.7 * rng.normal(size=n)
-    table["forgetting_events"] = np.clip(np.round(common + rng.normal(size=n)), 0, None)  # ties, like the real one
+    table["forgetting_events"] = np.clip(
+        np.round(common + rng.normal(size=n)), 0, None
+    )  # ties, like the real one
     return table
 
 
@@ -360,8 +377,19 @@ _COLS = ["privacy_loss", "el2n", "forgetting_events"]
 
 
 def test_per_seed_columns_in_seed_order_and_only_exact_names():
-    table = pd.DataFrame({c: [1.0] for c in ["privacy_loss", "privacy_loss_seed10", "privacy_loss_seed2",
-                                             "privacy_loss_4alpha_seed0", "privacy_loss_online", "el2n"]})
+    table = pd.DataFrame(
+        {
+            c: [1.0]
+            for c in [
+                "privacy_loss",
+                "privacy_loss_seed10",
+                "privacy_loss_seed2",
+                "privacy_loss_4alpha_seed0",
+                "privacy_loss_online",
+                "el2n",
+            ]
+        }
+    )
     found = P.per_seed_columns(table, ["privacy_loss", "privacy_loss_online", "el2n"])
     assert found == {"privacy_loss": ["privacy_loss_seed2", "privacy_loss_seed10"]}
 
@@ -379,8 +407,9 @@ def test_one_seed_two_level_bootstrap_is_the_example_bootstrap(kendall_rows):
         assert (r.value, r.ci_low, r.ci_high) == (p.value, p.ci_low, p.ci_high)
         assert (r.ci_low_examples, r.ci_high_examples) == (p.ci_low, p.ci_high)
     # the same seed gives the same numbers
-    pd.testing.assert_frame_equal(out, P.correlations(table, _COLS, n_boot=150, seed=3, kendall_rows=kendall_rows,
-                                                      seed_columns=seeds))
+    pd.testing.assert_frame_equal(
+        out, P.correlations(table, _COLS, n_boot=150, seed=3, kendall_rows=kendall_rows, seed_columns=seeds)
+    )
 
 
 def test_identical_seeds_reduce_to_the_example_bootstrap():
@@ -390,7 +419,9 @@ def test_identical_seeds_reduce_to_the_example_bootstrap():
         for method in ("spearman", "kendall"):
             r = _row(out, "privacy_loss", y, method)
             assert r.n_seeds == 4
-            np.testing.assert_allclose([r.ci_low, r.ci_high], [r.ci_low_examples, r.ci_high_examples], rtol=1e-12)
+            np.testing.assert_allclose(
+                [r.ci_low, r.ci_high], [r.ci_low_examples, r.ci_high_examples], rtol=1e-12
+            )
     r = _row(out, "el2n", "forgetting_events", "spearman")
     assert r.n_seeds == 0 and r.resampled == "examples" and r.ci_low == r.ci_low_examples
 
@@ -404,8 +435,9 @@ def test_seeds_that_disagree_widen_the_interval():
         assert r.ci_high - r.ci_low > 1.5 * (r.ci_high_examples - r.ci_low_examples)
     # a proxy pair without seeds is untouched by the seed resampling
     plain = P.correlations(table, _COLS, n_boot=300, seed=0)
-    pd.testing.assert_frame_equal(out[(out.x == "el2n")].reset_index(drop=True),
-                                  plain[(plain.x == "el2n")].reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        out[(out.x == "el2n")].reset_index(drop=True), plain[(plain.x == "el2n")].reset_index(drop=True)
+    )
     pd.testing.assert_series_equal(out.ci_low_examples, plain.ci_low, check_names=False)
 
 
@@ -424,7 +456,9 @@ def test_seed_columns_are_checked():
     table = _seeded_table(2)
     seeds = P.per_seed_columns(table, _COLS)
     with pytest.raises(ValueError, match="not the mean of its per-seed columns"):
-        P.correlations(table.assign(privacy_loss=table.privacy_loss + 1.0), _COLS, n_boot=5, seed_columns=seeds)
+        P.correlations(
+            table.assign(privacy_loss=table.privacy_loss + 1.0), _COLS, n_boot=5, seed_columns=seeds
+        )
     with pytest.raises(KeyError, match="privacy_loss_seed9"):
         P.correlations(table, _COLS, n_boot=5, seed_columns={"privacy_loss": ["privacy_loss_seed9"]})
     with pytest.raises(ValueError, match="not among the correlated columns"):

@@ -9,15 +9,22 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_config
 
 from perinstance import io
 from perinstance.data import load_dataset
+from perinstance.inference import load_model
 from perinstance.plan import oracle_seed
-from perinstance.retrain import (continued_schedule, discard_run, holdout_predictions, lean_config, load_model,
-                                 run_oracle, run_spawned_oracle, subset_dataset)
+from perinstance.retrain import (
+    continued_schedule,
+    discard_run,
+    holdout_predictions,
+    lean_config,
+    run_oracle,
+    run_spawned_oracle,
+    subset_dataset,
+)
 from perinstance.training import epoch_batches, learning_rates, load_run_dynamics, train_run
-
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -26,8 +33,10 @@ def original(tmp_path_factory):
     dataset = load_dataset(**config["dataset"])
     root = tmp_path_factory.mktemp("retrain")
     run = train_run(config, 0, root / "seed0", progress=False, dataset=dataset)
-    groups = io.save_table(pd.DataFrame({"score": "el2n", "group": "g0",
-                                         "index": dataset.train.index.numpy()[:10]}), root / "groups.csv")
+    groups = io.save_table(
+        pd.DataFrame({"score": "el2n", "group": "g0", "index": dataset.train.index.numpy()[:10]}),
+        root / "groups.csv",
+    )
     return config, run, groups
 
 
@@ -55,7 +64,9 @@ def test_oracle_refuses_an_unrelated_run_sibling(original, tmp_path):
     config, _, groups = original
     blocker = _unrelated(tmp_path / "eval.run")
     with pytest.raises(io.RefusedOverwrite):
-        run_oracle(config, "el2n", "g0", 0, groups, tmp_path / "model.pt", tmp_path / "eval.npz", progress=False)
+        run_oracle(
+            config, "el2n", "g0", 0, groups, tmp_path / "model.pt", tmp_path / "eval.npz", progress=False
+        )
     assert (blocker / "data.txt").is_file() and not (tmp_path / "model.pt").exists()
 
 
@@ -102,12 +113,13 @@ def test_discard_run_removes_only_marked_runs(original, tmp_path):
     assert (other / "data.txt").is_file()
 
 
-# ----------------------------------------------------------------------- the spawned oracle continues the original
+# ------------------------------------------------------------------ the spawned oracle continues the original
 
 
 def _groups_csv(dataset, path, size):
-    return io.save_table(pd.DataFrame({"score": "el2n", "group": "g0", "index": dataset.train.index.numpy()[:size]}),
-                         path)
+    return io.save_table(
+        pd.DataFrame({"score": "el2n", "group": "g0", "index": dataset.train.index.numpy()[:size]}), path
+    )
 
 
 @pytest.fixture(scope="module")
@@ -139,12 +151,16 @@ def test_continued_schedule_maps_steps_by_epoch_fraction():
 
 def test_spawned_oracle_continues_the_lr_schedule_and_the_momentum(cosine_original, tmp_path, monkeypatch):
     config, dataset, original, _ = cosine_original
-    groups = _groups_csv(dataset, tmp_path / "groups.csv", 10)  # 170 retained: 6 steps per epoch, as the original
+    groups = _groups_csv(
+        dataset, tmp_path / "groups.csv", 10
+    )  # 170 retained: 6 steps per epoch, as the original
     spawned = _spawn_keeping_run(config, groups, original, tmp_path / "spawned.pt", monkeypatch)
     lr_original, lr_spawned = load_run_dynamics(original)["lr"], load_run_dynamics(spawned)["lr"]
     assert len(lr_original) == 18 and len(lr_spawned) == 12
     np.testing.assert_array_equal(lr_spawned, lr_original[6:])
-    assert lr_spawned[0] == pytest.approx(0.05) and lr_spawned[6] == pytest.approx(0.025)  # cosine from epoch 1
+    assert lr_spawned[0] == pytest.approx(0.05) and lr_spawned[6] == pytest.approx(
+        0.025
+    )  # cosine from epoch 1
     # the old spawned run restarted warm-up and cosine: 0.05 / 6 at its first step
     assert learning_rates(lean_config(config, 2)["training"], 6)[0] == pytest.approx(0.05 / 6)
 
@@ -158,8 +174,9 @@ def test_spawned_oracle_continues_the_lr_schedule_and_the_momentum(cosine_origin
 
     def continue_manually(optimizer_state):
         model = load_model(config, dataset, original / "checkpoints/step_0000006.pt").train()
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=training["momentum"],
-                                    weight_decay=training["weight_decay"])
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=0.0, momentum=training["momentum"], weight_decay=training["weight_decay"]
+        )
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         generator = torch.Generator().manual_seed(oracle_seed(0))
@@ -181,8 +198,9 @@ def test_spawned_oracle_continues_the_lr_schedule_and_the_momentum(cosine_origin
     assert max((got[k] - restarted[k]).abs().max().item() for k in got) > 1e-3  # momentum reset is far off
 
 
-def test_spawned_oracle_on_fewer_steps_per_epoch_follows_the_original_by_epoch_fraction(cosine_original, tmp_path,
-                                                                                          monkeypatch):
+def test_spawned_oracle_on_fewer_steps_per_epoch_follows_the_original_by_epoch_fraction(
+    cosine_original, tmp_path, monkeypatch
+):
     config, dataset, original, _ = cosine_original
     groups = _groups_csv(dataset, tmp_path / "groups.csv", 40)  # 140 retained: 5 steps per epoch
     spawned = _spawn_keeping_run(config, groups, original, tmp_path / "spawned.pt", monkeypatch)
@@ -197,8 +215,12 @@ def test_spawned_oracle_from_epoch_0_and_without_an_optimizer_state(tmp_path, mo
     config["barrier"]["spawn_epoch"] = 0
     dataset = load_dataset(**config["dataset"])
     original = train_run(config, 0, tmp_path / "seed0", progress=False, dataset=dataset)
-    assert sorted(p.name for p in (original / "checkpoints").glob("optimizer_*")) == ["optimizer_step_0000000.pt"]
-    assert io.load_torch(original / "checkpoints/optimizer_step_0000000.pt")["state"] == {}  # no step taken yet
+    assert sorted(p.name for p in (original / "checkpoints").glob("optimizer_*")) == [
+        "optimizer_step_0000000.pt"
+    ]
+    assert (
+        io.load_torch(original / "checkpoints/optimizer_step_0000000.pt")["state"] == {}
+    )  # no step taken yet
     groups = _groups_csv(dataset, tmp_path / "groups.csv", 10)
     spawned = _spawn_keeping_run(config, groups, original, tmp_path / "spawned.pt", monkeypatch)
     lr = load_run_dynamics(original)["lr"]
@@ -208,3 +230,56 @@ def test_spawned_oracle_from_epoch_0_and_without_an_optimizer_state(tmp_path, mo
     (original / "checkpoints/optimizer_step_0000000.pt").unlink()
     with pytest.raises(FileNotFoundError, match="holds no optimizer state at epoch 0 .*retrain it"):
         run_spawned_oracle(config, "el2n", "g0", groups, original, tmp_path / "again.pt", progress=False)
+
+
+def test_oracle_evaluation_names_itself_and_feeds_an_unlearning_run(original, tmp_path):
+    from perinstance.plan import original_seed
+    from perinstance.unlearning import run_unlearning_job
+
+    config, run, groups = original
+    evaluation = run_oracle(
+        config, "el2n", "g0", 3, groups, tmp_path / "oracle.pt", tmp_path / "oracle.npz", progress=False
+    )
+    arrays = io.load_npz(evaluation)
+    assert list(arrays) == [
+        "forget_index",
+        "forget_losses",
+        "forget_phi",
+        "forget_correct",
+        "test_losses",
+        "test_correct",
+        "score",
+        "group",
+        "replicate",
+    ]
+    assert (str(arrays["score"]), str(arrays["group"]), int(arrays["replicate"])) == ("el2n", "g0", 3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["oracle.npz", "oracle.pt"]
+
+    out = {
+        name: tmp_path / "unlearn" / file
+        for name, file in (
+            ("curve_out", "run1.csv"),
+            ("examples_out", "run1_forget.parquet"),
+            ("final_out", "run1_final.npz"),
+            ("model_out", "run1.pt"),
+            ("barrier_model_out", "endpoint.pt"),
+        )
+    }
+    written = run_unlearning_job(
+        config, "finetune", "el2n", "g0", 1, groups, run, [evaluation], progress=False, **out
+    )
+    assert written == list(out.values()) and all(path.is_file() for path in written)
+    curve = io.load_table(out["curve_out"])
+    assert set(curve["seed"]) == {1} and set(curve["original_seed"]) == {original_seed(config, 1)}
+    final = io.load_npz(out["final_out"])
+    assert list(final) == [
+        "forget_index",
+        "forget_losses",
+        "forget_phi",
+        "forget_correct",
+        "test_losses",
+        "test_correct",
+        "steps_run",
+    ]
+    np.testing.assert_array_equal(final["forget_index"], arrays["forget_index"])
+    assert sorted(p.name for p in (tmp_path / "unlearn").iterdir()) == sorted(p.name for p in out.values())

@@ -5,15 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 from perinstance import io, plan, proxies
 from perinstance.data import load_dataset
+from perinstance.groups import forget_groups, group_members, rows_of
 from perinstance.retrain import holdout_predictions, lean_config, subset_dataset
-from perinstance.groups import group_members, rows_of
-from perinstance.scores import forget_groups, proxy_table
+from perinstance.scores import proxy_table
 from perinstance.training import load_run_dynamics, train_run
-
-from conftest import tiny_config
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,11 @@ def runs(tmp_path_factory):
     config = tiny_config()
     root = tmp_path_factory.mktemp("scores")
     dataset = load_dataset(**config["dataset"])
-    return config, [train_run(config, seed, root / f"seed{seed}", progress=False, dataset=dataset) for seed in (0, 1)], root
+    return (
+        config,
+        [train_run(config, seed, root / f"seed{seed}", progress=False, dataset=dataset) for seed in (0, 1)],
+        root,
+    )
 
 
 def test_proxy_table_from_runs_and_holdout_models(runs):
@@ -30,13 +33,18 @@ def test_proxy_table_from_runs_and_holdout_models(runs):
     table = proxy_table(config, run_dirs, holdouts)
     assert list(table.columns[:2]) == ["index", "label"] and len(table) == 180
     dyn = [load_run_dynamics(r) for r in run_dirs]
-    np.testing.assert_allclose(table["el2n"], proxies.el2n([d["early_logits"] for d in dyn], dyn[0]["train_label"]))
+    np.testing.assert_allclose(
+        table["el2n"], proxies.el2n([d["early_logits"] for d in dyn], dyn[0]["train_label"])
+    )
     for column in ("el2n", "forgetting_events", "learning_speed"):
         assert table[column].notna().all() and table[column].std() > 0
     # two complementary-ish random halves: most examples were held out by at least one model
     assert (table["cscore_holdout_models"] >= 1).mean() > 0.6
     held = table["cscore_holdout_models"] > 0
-    assert table.loc[held, "cscore_holdout"].between(0, 1).all() and table.loc[~held, "cscore_holdout"].isna().all()
+    assert (
+        table.loc[held, "cscore_holdout"].between(0, 1).all()
+        and table.loc[~held, "cscore_holdout"].isna().all()
+    )
     h = io.load_npz(holdouts[0])
     assert h["trained_on"].sum() == round(0.5 * 180)
 
@@ -50,14 +58,26 @@ def test_published_cscores_only_for_cifar10(runs):
 
 def _scores(n=400, classes=4):
     rng = np.random.default_rng(0)
-    return pd.DataFrame({"index": np.arange(n) * 3, "label": np.arange(n) % classes,
-                         "privacy_loss": rng.lognormal(size=n), "el2n": rng.uniform(size=n)})
+    return pd.DataFrame(
+        {
+            "index": np.arange(n) * 3,
+            "label": np.arange(n) % classes,
+            "privacy_loss": rng.lognormal(size=n),
+            "el2n": rng.uniform(size=n),
+        }
+    )
 
 
 def test_forget_groups_match_the_plan():
     config = tiny_config()
-    config["groups"] |= {"size": 20, "privacy_kinds": ["low", "mid", "high"], "linear_bins": 2, "log_bins": 0,
-                         "proxy_scores": ["el2n"], "random_groups": 2}
+    config["groups"] |= {
+        "size": 20,
+        "privacy_kinds": ["low", "mid", "high"],
+        "linear_bins": 2,
+        "log_bins": 0,
+        "proxy_scores": ["el2n"],
+        "random_groups": 2,
+    }
     scores = _scores()
     groups = forget_groups(config, scores)
     planned = {(g.score, g.group) for g in plan.all_groups(config)}
@@ -116,11 +136,20 @@ def test_plan_jobs_and_seeds():
 
 def test_groups_from_one_original_models_ranking():
     config = tiny_config()
-    config["groups"] |= {"size": 20, "privacy_kinds": ["high"], "linear_bins": 1, "log_bins": 0, "proxy_scores": [],
-                         "random_groups": 0, "ranking_seed": 1}
+    config["groups"] |= {
+        "size": 20,
+        "privacy_kinds": ["high"],
+        "linear_bins": 1,
+        "log_bins": 0,
+        "proxy_scores": [],
+        "random_groups": 0,
+        "ranking_seed": 1,
+    }
     scores = _scores()
     rng = np.random.default_rng(3)
-    scores["privacy_loss_seed1"] = rng.permutation(scores["privacy_loss"].to_numpy())  # another model's ranking
+    scores["privacy_loss_seed1"] = rng.permutation(
+        scores["privacy_loss"].to_numpy()
+    )  # another model's ranking
     groups = forget_groups(config, scores)
     own = scores.sort_values("privacy_loss_seed1", ascending=False)["index"].to_numpy()
     assert set(group_members(groups, "privacy_loss", "high")) == set(own[:20])

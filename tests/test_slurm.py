@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import snakemake_command
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "workflow/scripts/slurm_local_cluster.sh"
@@ -31,10 +32,10 @@ GPU_RULES = ("train", "holdout", "oracle", "spawned_oracle", "unlearn", "grad_no
 def snakemake(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
     if not (cwd / "config.yaml").exists():
         (cwd / "config.yaml").write_text((REPO / "config.yaml").read_text())
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
-               "--directory", str(cwd), *args]
-    return subprocess.run(command, cwd=cwd, env={**os.environ, **(env or {})},
-                          capture_output=True, text=True, timeout=300)
+    command, base_env = snakemake_command(*args, cwd=cwd)
+    return subprocess.run(
+        command, cwd=cwd, env={**base_env, **(env or {})}, capture_output=True, text=True, timeout=300
+    )
 
 
 def job_resources(dry_run_output: str) -> dict[str, dict[str, str]]:
@@ -49,17 +50,22 @@ def job_resources(dry_run_output: str) -> dict[str, dict[str, str]]:
 
 
 def test_default_profile_dry_run(tmp_path):
-    result = snakemake("-n", "--profile", str(PROFILES / "default"), "--configfile", str(TEST_CONFIG),
-                       cwd=tmp_path)
+    result = snakemake(
+        "-n", "--profile", str(PROFILES / "default"), "--configfile", str(TEST_CONFIG), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "Using profile" in result.stderr
 
 
 def test_slurm_profile_resources(tmp_path):
-    env = {"PERINSTANCE_SLURM_PARTITION": "gpu-part", "PERINSTANCE_SLURM_ACCOUNT": "lab42",
-           "PERINSTANCE_SLURM_GPUS": "1"}
-    result = snakemake("-n", "--profile", str(PROFILES / "slurm"), "--configfile", str(TEST_CONFIG),
-                       cwd=tmp_path, env=env)
+    env = {
+        "PERINSTANCE_SLURM_PARTITION": "gpu-part",
+        "PERINSTANCE_SLURM_ACCOUNT": "lab42",
+        "PERINSTANCE_SLURM_GPUS": "1",
+    }
+    result = snakemake(
+        "-n", "--profile", str(PROFILES / "slurm"), "--configfile", str(TEST_CONFIG), cwd=tmp_path, env=env
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     resources = job_resources(result.stdout)
     train = resources["train"]
@@ -72,8 +78,15 @@ def test_slurm_profile_resources(tmp_path):
         assert ("gpu" in res) == (rule in GPU_RULES), rule
 
     # without the variables: no partition, account or GPU (the cluster's defaults)
-    plain = snakemake("-n", "--profile", str(PROFILES / "slurm"), "--configfile", str(TEST_CONFIG),
-                      cwd=tmp_path, env={key: "" for key in env})
+    plain = snakemake(
+        "-n",
+        "--profile",
+        str(PROFILES / "slurm"),
+        "--configfile",
+        str(TEST_CONFIG),
+        cwd=tmp_path,
+        env={key: "" for key in env},
+    )
     assert plain.returncode == 0, plain.stderr[-3000:]
     for rule, res in job_resources(plain.stdout).items():
         assert not {"gpu", "slurm_partition", "slurm_account"} & set(res), rule
@@ -94,8 +107,13 @@ def test_slurm_profile_sizes_every_rule(tmp_path):
 def test_tiny_workflow_on_slurm_equals_local_run(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "SNAKEMAKE_TIMEOUT": "600"}
     start = time.monotonic()
-    process = subprocess.Popen(["bash", str(SCRIPT), str(tmp_path / "work")], env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        ["bash", str(SCRIPT), str(tmp_path / "work")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output, _ = process.communicate(timeout=SLURM_TIMEOUT)
     except subprocess.TimeoutExpired:

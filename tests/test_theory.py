@@ -7,15 +7,18 @@ import pytest
 
 from perinstance.theory import fit_log_trend, log_trend, predicted_unlearning_steps
 
-CONSTANTS = dict(alpha_prime=2.0, c_lsi=3.0, eta=0.5, sigma2=4.0, c=1.0, gamma=0.0, epsilon=1.5, epsilon_irr=0.5)
+CONSTANTS = dict(
+    alpha_prime=2.0, c_lsi=3.0, eta=0.5, sigma2=4.0, c=1.0, gamma=0.0, epsilon=1.5, epsilon_irr=0.5
+)
 
 
 def test_formula_on_hand_numbers():
     # scale = 2 * 3 / (0.5 * 4) = 3; argument = (P + 0) / 1
-    k = predicted_unlearning_steps(np.array([math.e, math.e ** 2]), **CONSTANTS)
+    k = predicted_unlearning_steps(np.array([math.e, math.e**2]), **CONSTANTS)
     np.testing.assert_allclose(k, [3.0, 6.0])
-    k = predicted_unlearning_steps(np.array([2.0]), **{**CONSTANTS, "c": 2.0, "gamma": 1.0, "epsilon_irr": 0.0,
-                                                        "epsilon": 0.5})
+    k = predicted_unlearning_steps(
+        np.array([2.0]), **{**CONSTANTS, "c": 2.0, "gamma": 1.0, "epsilon_irr": 0.0, "epsilon": 0.5}
+    )
     np.testing.assert_allclose(k, [3.0 * math.log(10.0)])
 
 

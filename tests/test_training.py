@@ -7,10 +7,11 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_config
 
 from perinstance import io
 from perinstance.data import load_dataset
-from perinstance.retrain import load_model
+from perinstance.inference import load_model
 from perinstance.pergrad import per_example_grad_norms
 from perinstance.training import (
     checkpoint_steps,
@@ -20,11 +21,12 @@ from perinstance.training import (
     learning_rates,
     load_checkpoint_index,
     load_run_dynamics,
+    run_history,
+    run_seed,
+    run_weights,
     steps_per_epoch,
     train_run,
 )
-
-from conftest import tiny_config
 
 
 def _model_from(run_dir, config, dataset, file="model.pt"):
@@ -103,12 +105,14 @@ def test_crop_flip_keeps_shape_and_pixels():
 
 def test_run_directory_contents(finished_run, dataset):
     config, out = finished_run
-    assert (out / "model.pt").is_file() and (out / "summary.json").is_file()
+    assert run_weights(out) == out / "model.pt" and run_weights(out).is_file()
+    assert (out / "summary.json").is_file()
+    assert run_seed(out) == 0
     assert not io.partial_dir(out).exists()
     index = load_checkpoint_index(out)
     spe = steps_per_epoch(len(dataset.train), 32, "shuffle")
     assert index["step"].tolist() == checkpoint_steps(config["training"]["checkpoints"], spe, 3)
-    history = io.load_table(out / "history.csv")
+    history = io.load_table(run_history(out))
     assert history["epoch"].tolist() == [0, 1, 2, 3]
     assert history["train_accuracy"].iloc[-1] > 0.5  # the synthetic signal is learnable
 
@@ -130,11 +134,16 @@ def test_dynamics_are_consistent_with_checkpoints(finished_run, dataset):
         x, y = dataset.train.x[examples], dataset.train.y[examples]
         with torch.no_grad():
             logits = model(x)
-        np.testing.assert_allclose(dyn["presentation_loss"][rows],
-                                   F.cross_entropy(logits, y, reduction="none").numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            dyn["presentation_loss"][rows],
+            F.cross_entropy(logits, y, reduction="none").numpy(),
+            rtol=1e-5,
+            atol=1e-6,
+        )
         assert np.array_equal(dyn["presentation_correct"][rows], (logits.argmax(1) == y).numpy())
-        np.testing.assert_allclose(dyn["presentation_grad_norm"][rows],
-                                   per_example_grad_norms(model, x, y).numpy(), rtol=1e-4)
+        np.testing.assert_allclose(
+            dyn["presentation_grad_norm"][rows], per_example_grad_norms(model, x, y).numpy(), rtol=1e-4
+        )
     # EL2N logits were taken after early_epoch (1) = the first epoch checkpoint
     model = _model_from(out, config, dataset, f"checkpoints/step_{spe:07d}.pt")
     with torch.no_grad():
@@ -148,10 +157,14 @@ def test_same_seed_same_numbers_different_seed_differs(finished_run, dataset, tm
     a, b, c = (io.load_state_dict(d / "model.pt") for d in (out, again, other))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
-    assert np.array_equal(load_run_dynamics(out)["presentation_loss"], load_run_dynamics(again)["presentation_loss"])
+    assert np.array_equal(
+        load_run_dynamics(out)["presentation_loss"], load_run_dynamics(again)["presentation_loss"]
+    )
 
 
-@pytest.mark.parametrize("overrides", [{}, {"optimizer": "sgld", "sgld_beta": 1e5, "sampling": "poisson", "augment": "crop_flip"}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"optimizer": "sgld", "sgld_beta": 1e5, "sampling": "poisson", "augment": "crop_flip"}]
+)
 def test_interrupted_run_resumes_bit_identically(dataset, tmp_path, overrides):
     config = tiny_config(**overrides)
     straight = train_run(config, 3, tmp_path / "straight" / "seed3", progress=False, dataset=dataset)
@@ -170,12 +183,23 @@ def test_interrupted_run_resumes_bit_identically(dataset, tmp_path, overrides):
 def test_sgld_adds_noise_of_variance_two_lr_over_beta(dataset, tmp_path):
     """One full-batch step: SGLD minus SGD from the same start is exactly the injected noise."""
     n = len(dataset.train)
-    common = dict(epochs=1, batch_size=n, momentum=0.0, weight_decay=0.0, lr=0.1,
-                  checkpoints={"step0": True, "log_start": None, "every_epochs": 1})
+    common = dict(
+        epochs=1,
+        batch_size=n,
+        momentum=0.0,
+        weight_decay=0.0,
+        lr=0.1,
+        checkpoints={"step0": True, "log_start": None, "every_epochs": 1},
+    )
     beta = 50.0
     sgd = train_run(tiny_config(**common), 0, tmp_path / "sgd", progress=False, dataset=dataset)
-    sgld = train_run(tiny_config(**common, optimizer="sgld", sgld_beta=beta), 0, tmp_path / "sgld",
-                     progress=False, dataset=dataset)
+    sgld = train_run(
+        tiny_config(**common, optimizer="sgld", sgld_beta=beta),
+        0,
+        tmp_path / "sgld",
+        progress=False,
+        dataset=dataset,
+    )
     a, b = io.load_state_dict(sgd / "model.pt"), io.load_state_dict(sgld / "model.pt")
     noise = torch.cat([(b[k] - a[k]).flatten() for k in a])
     assert noise.std().item() == pytest.approx(math.sqrt(2 * 0.1 / beta), rel=0.1)
@@ -199,11 +223,16 @@ def test_partial_run_of_another_learning_rate_is_not_resumed(dataset, tmp_path, 
     capsys.readouterr()
     train_run(faster, 0, out, progress=False, dataset=dataset)
     err = capsys.readouterr().err
-    assert f"discarding the partial run in {io.partial_dir(out)}: it was started with a different configuration" in err
+    assert (
+        f"discarding the partial run in {io.partial_dir(out)}: it was started with a different configuration"
+        in err
+    )
     assert "resuming" not in err
     assert _same_weights(straight, out)
     assert io.load_json(out / "summary.json")["training"]["lr"] == 0.2
-    assert np.array_equal(load_run_dynamics(straight)["presentation_loss"], load_run_dynamics(out)["presentation_loss"])
+    assert np.array_equal(
+        load_run_dynamics(straight)["presentation_loss"], load_run_dynamics(out)["presentation_loss"]
+    )
 
 
 def test_partial_run_on_other_training_rows_is_not_resumed(dataset, tmp_path, capsys):
@@ -213,7 +242,9 @@ def test_partial_run_on_other_training_rows_is_not_resumed(dataset, tmp_path, ca
     config = tiny_config()
     keep_a, keep_b = np.ones(len(dataset.train), bool), np.ones(len(dataset.train), bool)
     keep_a[:10], keep_b[10:20] = False, False
-    straight = train_run(config, 0, tmp_path / "straight", progress=False, dataset=subset_dataset(dataset, keep_b))
+    straight = train_run(
+        config, 0, tmp_path / "straight", progress=False, dataset=subset_dataset(dataset, keep_b)
+    )
     out = tmp_path / "oracle.run"
     train_run(config, 0, out, progress=False, dataset=subset_dataset(dataset, keep_a), stop_after_epoch=1)
     train_run(config, 0, out, progress=False, dataset=subset_dataset(dataset, keep_b))
@@ -272,8 +303,11 @@ def test_diverged_run_raises_and_publishes_nothing(dataset, tmp_path):
     config = tiny_config()
     config["training"]["lr"] = 1e6
     out = tmp_path / "seed4"
-    with pytest.raises(DivergedRun, match=r"seed 4: non-finite .* epoch 1 of 3, at step \d+; lower config key "
-                                          r"training\.lr \(now 1000000\.0\)"):
+    with pytest.raises(
+        DivergedRun,
+        match=r"seed 4: non-finite .* epoch 1 of 3, at step \d+; lower config key "
+        r"training\.lr \(now 1000000\.0\)",
+    ):
         train_run(config, 4, out, progress=False, dataset=dataset)
     assert not out.exists() and not io.partial_dir(out).exists()
 
@@ -304,13 +338,16 @@ def test_train_replaces_its_own_previous_run(finished_run, dataset, tmp_path):
     assert _same_weights(straight, out)
 
 
-# ----------------------------------------------------------------------- update rule, optimizer state, schedules
+# -------------------------------------------------------------------- update rule, optimizer state, schedules
 
 
 def _poisson_first_step(dataset, tmp_path, record_norms):
-    config = tiny_config(sampling="poisson", epochs=1,
-                         checkpoints={"step0": True, "log_start": 1, "every_epochs": 1},
-                         dynamics={"early_epoch": 1, "batch_grad_norms": record_norms})
+    config = tiny_config(
+        sampling="poisson",
+        epochs=1,
+        checkpoints={"step0": True, "log_start": 1, "every_epochs": 1},
+        dynamics={"early_epoch": 1, "batch_grad_norms": record_norms},
+    )
     out = train_run(config, 5, tmp_path / f"poisson_{record_norms}", progress=False, dataset=dataset)
     return config, out
 
@@ -332,8 +369,10 @@ def test_poisson_step_uses_the_sum_over_the_expected_batch_size(dataset, tmp_pat
         loss = F.cross_entropy(model(x), y, reduction="sum") / divisor
         grads = torch.autograd.grad(loss, list(model.parameters()))
         with torch.no_grad():  # the first SGD step: the momentum buffer is the gradient itself
-            return {name: p - lr * (g + training["weight_decay"] * p)
-                    for (name, p), g in zip(model.named_parameters(), grads)}
+            return {
+                name: p - lr * (g + training["weight_decay"] * p)
+                for (name, p), g in zip(model.named_parameters(), grads)
+            }
 
     after = io.load_state_dict(out / "checkpoints/step_0000001.pt")
     summed, meaned = manual_step(big_b), manual_step(len(batch))
@@ -346,16 +385,20 @@ def test_poisson_step_uses_the_sum_over_the_expected_batch_size(dataset, tmp_pat
         rows = dyn["presentation_step"] == 0
         assert np.array_equal(dyn["presentation_example"][rows], batch.numpy())
         model0 = _model_from(out, config, dataset, "checkpoints/step_0000000.pt")
-        np.testing.assert_allclose(dyn["presentation_grad_norm"][rows], per_example_grad_norms(model0, x, y).numpy(),
-                                   rtol=1e-4)
+        np.testing.assert_allclose(
+            dyn["presentation_grad_norm"][rows], per_example_grad_norms(model0, x, y).numpy(), rtol=1e-4
+        )
 
 
 def test_empty_poisson_batch_is_a_weight_decay_step(dataset, tmp_path, monkeypatch):
     import perinstance.training as training_module
 
     real = training_module.epoch_batches
-    monkeypatch.setattr(training_module, "epoch_batches",
-                        lambda n, b, sampling, gen: [torch.empty(0, dtype=torch.long)] + real(n, b, sampling, gen)[1:])
+    monkeypatch.setattr(
+        training_module,
+        "epoch_batches",
+        lambda n, b, sampling, gen: [torch.empty(0, dtype=torch.long)] + real(n, b, sampling, gen)[1:],
+    )
     config, out = _poisson_first_step(dataset, tmp_path, True)
     before = io.load_state_dict(out / "checkpoints/step_0000000.pt")
     after = io.load_state_dict(out / "checkpoints/step_0000001.pt")
@@ -373,17 +416,23 @@ def test_optimizer_state_is_saved_only_at_the_spawn_epoch(finished_run, dataset)
     state = io.load_torch(out / "checkpoints" / saved[0])
     assert state["param_groups"][0]["momentum"] == 0.9
     buffers = [s["momentum_buffer"] for s in state["state"].values()]
-    assert len(buffers) == len(io.load_state_dict(out / "model.pt")) and all(b.abs().sum() > 0 for b in buffers)
+    assert len(buffers) == len(io.load_state_dict(out / "model.pt")) and all(
+        b.abs().sum() > 0 for b in buffers
+    )
 
 
 def test_explicit_schedule_and_optimizer_state_are_checked(dataset, tmp_path):
     config = tiny_config(epochs=1)
-    with pytest.raises(ValueError, match=r"one finite lr >= 0 per step, 1 epochs x 6 steps = 6, got shape \(5,\)"):
+    with pytest.raises(
+        ValueError, match=r"one finite lr >= 0 per step, 1 epochs x 6 steps = 6, got shape \(5,\)"
+    ):
         train_run(config, 0, tmp_path / "a", progress=False, dataset=dataset, schedule=np.full(5, 0.1))
     state = {"state": {}, "param_groups": [{"momentum": 0.5, "weight_decay": 2e-3, "params": [0]}]}
     with pytest.raises(ValueError, match="momentum 0.5, config key training.momentum is 0.9"):
         train_run(config, 0, tmp_path / "b", progress=False, dataset=dataset, init_optimizer_state=state)
-    out = train_run(config, 0, tmp_path / "c", progress=False, dataset=dataset, schedule=np.linspace(0.06, 0.01, 6))
+    out = train_run(
+        config, 0, tmp_path / "c", progress=False, dataset=dataset, schedule=np.linspace(0.06, 0.01, 6)
+    )
     np.testing.assert_array_equal(load_run_dynamics(out)["lr"], np.linspace(0.06, 0.01, 6))
 
 
@@ -403,3 +452,16 @@ def test_fingerprint_covers_schedule_and_optimizer_state(dataset):
         _run_fingerprint(tiny_config(sampling="poisson"), 0, dataset, cpu, None),
     }
     assert base not in variants and len(variants) == 6
+
+
+def test_run_seed_is_read_from_the_run_itself(finished_run, tmp_path):
+    _, out = finished_run
+    moved = tmp_path / "renamed"
+    moved.mkdir()
+    (moved / "summary.json").write_bytes((out / "summary.json").read_bytes())
+    assert run_seed(moved) == 0  # not from the directory name
+    io.save_json({"experiment": "x"}, tmp_path / "other" / "summary.json")
+    with pytest.raises(io.CorruptArtefact, match=r"other/summary\.json: records no integer 'seed'"):
+        run_seed(tmp_path / "other")
+    with pytest.raises(FileNotFoundError, match=r"empty/summary\.json"):
+        run_seed(tmp_path / "empty")

@@ -7,13 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from conftest import REPO, tiny_config
 
 from perinstance.data import load_dataset
-from perinstance.evaluation import logit_scaled_confidence_from_logits
+from perinstance.inference import logit_confidence
 from perinstance.models import build_model
-from perinstance.unlearning import UnlearningRecipe, logit_confidence, unlearn
-
-from conftest import tiny_config
+from perinstance.unlearning import METHODS, UnlearningRecipe, unlearn
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +23,40 @@ def dataset():
 
 def _model(dataset, seed=0):
     torch.manual_seed(seed)
-    return build_model("smallcnn", width=4, norm_groups=2, num_classes=dataset.num_classes,
-                       input_shape=dataset.input_shape)
+    return build_model(
+        "smallcnn", width=4, norm_groups=2, num_classes=dataset.num_classes, input_shape=dataset.input_shape
+    )
 
 
 def _recipe(method, **overrides):
-    base = dict(method=method, lr=0.1, momentum=0.0, weight_decay=0.0, batch_size=16, sgld_beta=400.0,
-                l1_gamma=0.01, k_max=1, eval_every=1)
+    base = dict(
+        method=method,
+        lr=0.1,
+        momentum=0.0,
+        weight_decay=0.0,
+        batch_size=16,
+        sgld_beta=400.0,
+        l1_gamma=0.01,
+        k_max=1,
+        eval_every=1,
+    )
     return UnlearningRecipe(**(base | overrides))
 
 
 def _one_step(dataset, method, **overrides):
     model = _model(dataset)
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    unlearn(model, dataset, np.arange(10), _recipe(method, **overrides), seed=0, device=torch.device("cpu"),
-            eval_retain_size=20, eval_test_size=20, progress=False)
+    unlearn(
+        model,
+        dataset,
+        np.arange(10),
+        _recipe(method, **overrides),
+        seed=0,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+    )
     return start, model.state_dict()
 
 
@@ -56,8 +75,9 @@ def test_l1sparse_adds_gamma_sign_theta_to_the_gradient(dataset):
     start, finetuned = _one_step(dataset, "finetune")
     _, sparse = _one_step(dataset, "l1sparse")
     for name, theta in start.items():
-        np.testing.assert_allclose((sparse[name] - finetuned[name]).numpy(), (-0.1 * 0.01 * torch.sign(theta)).numpy(),
-                                   atol=2e-6)
+        np.testing.assert_allclose(
+            (sparse[name] - finetuned[name]).numpy(), (-0.1 * 0.01 * torch.sign(theta)).numpy(), atol=2e-6
+        )
 
 
 def test_sgld_noise_has_variance_two_lr_over_beta(dataset):
@@ -69,8 +89,17 @@ def test_sgld_noise_has_variance_two_lr_over_beta(dataset):
 
 def test_curve_records_every_evaluation_and_the_forget_examples(dataset):
     model = _model(dataset)
-    result = unlearn(model, dataset, np.arange(10), _recipe("finetune", k_max=30, eval_every=10), seed=1,
-                     device=torch.device("cpu"), eval_retain_size=20, eval_test_size=20, progress=False)
+    result = unlearn(
+        model,
+        dataset,
+        np.arange(10),
+        _recipe("finetune", k_max=30, eval_every=10),
+        seed=1,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+    )
     assert result["curve"]["step"].tolist() == [0, 10, 20, 30]
     examples = result["forget_examples"]
     assert len(examples) == 4 * 10 and set(examples["index"]) == set(dataset.train.index[:10].tolist())
@@ -79,9 +108,20 @@ def test_curve_records_every_evaluation_and_the_forget_examples(dataset):
 
 def test_early_stop_once_inside_the_band(dataset):
     model = _model(dataset)
-    result = unlearn(model, dataset, np.arange(10), _recipe("finetune", k_max=200, eval_every=10), seed=1,
-                     device=torch.device("cpu"), eval_retain_size=20, eval_test_size=20, progress=False,
-                     band=(0.0, 1e6), consecutive=3, stop_margin=5)
+    result = unlearn(
+        model,
+        dataset,
+        np.arange(10),
+        _recipe("finetune", k_max=200, eval_every=10),
+        seed=1,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+        band=(0.0, 1e6),
+        consecutive=3,
+        stop_margin=5,
+    )
     # inside at 0, 10, 20: the criterion is met at step 20, then 5 more steps
     assert result["stopped_early"] and result["steps_run"] == 25
     assert result["curve"]["step"].tolist() == [0, 10, 20, 25]
@@ -91,31 +131,80 @@ def test_unlearning_is_deterministic(dataset):
     runs = []
     for _ in range(2):
         model = _model(dataset)
-        unlearn(model, dataset, np.arange(10), _recipe("sgld", k_max=5), seed=3, device=torch.device("cpu"),
-                eval_retain_size=20, eval_test_size=20, progress=False)
+        unlearn(
+            model,
+            dataset,
+            np.arange(10),
+            _recipe("sgld", k_max=5),
+            seed=3,
+            device=torch.device("cpu"),
+            eval_retain_size=20,
+            eval_test_size=20,
+            progress=False,
+        )
         runs.append(copy.deepcopy(model.state_dict()))
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
 
-def test_logit_confidence_matches_the_numpy_definition():
+def test_logit_confidence_is_the_logit_of_the_true_class_probability():
     logits = torch.tensor([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0], [30.0, -30.0, 0.0]])
     y = torch.tensor([0, 2, 1])
-    np.testing.assert_allclose(logit_confidence(logits, y).numpy(),
-                               logit_scaled_confidence_from_logits(logits.numpy(), y.numpy()), rtol=1e-6)
-    p = torch.softmax(logits[0].double(), 0)[0].item()
-    assert logit_confidence(logits[:1], y[:1]).item() == pytest.approx(math.log(p / (1 - p)), rel=1e-6)
+    phi = logit_confidence(logits, y)
+    for row in range(2):
+        p = torch.softmax(logits[row].double(), 0)[y[row]].item()
+        assert phi[row].item() == pytest.approx(math.log(p / (1 - p)), rel=1e-6)
+    # p_y ~ 1e-26 is beyond float probabilities: z_y - logsumexp(other logits) = -30 - log(e^30 + 1)
+    assert phi[2].item() == pytest.approx(-30.0 - math.log(math.exp(30.0) + 1.0), rel=1e-6)
+
+
+def test_method_registry_matches_the_config_schema():
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    unlearning = schema["properties"]["unlearning"]["properties"]
+    for key in ("methods", "proxy_methods"):
+        assert list(METHODS) == unlearning[key]["items"]["enum"]
+    assert all(callable(step) for step in METHODS.values())
+
+
+def test_unknown_method_is_refused(dataset):
+    with pytest.raises(ValueError, match="unknown unlearning method 'retrain'"):
+        unlearn(
+            _model(dataset),
+            dataset,
+            np.arange(10),
+            _recipe("retrain"),
+            seed=0,
+            device=torch.device("cpu"),
+            progress=False,
+        )
 
 
 def test_forget_rows_are_validated(dataset):
     with pytest.raises(ValueError, match="forget rows"):
-        unlearn(_model(dataset), dataset, np.array([10_000]), _recipe("finetune"), seed=0,
-                device=torch.device("cpu"), progress=False)
+        unlearn(
+            _model(dataset),
+            dataset,
+            np.array([10_000]),
+            _recipe("finetune"),
+            seed=0,
+            device=torch.device("cpu"),
+            progress=False,
+        )
 
 
 def _run(dataset, method, *, k_max, seed=1, **kwargs):
     model = _model(dataset)
-    result = unlearn(model, dataset, np.arange(10), _recipe(method, k_max=k_max, eval_every=10), seed=seed,
-                     device=torch.device("cpu"), eval_retain_size=20, eval_test_size=20, progress=False, **kwargs)
+    result = unlearn(
+        model,
+        dataset,
+        np.arange(10),
+        _recipe(method, k_max=k_max, eval_every=10),
+        seed=seed,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+        **kwargs,
+    )
     return result, {k: v.clone() for k, v in model.state_dict().items()}
 
 
@@ -127,7 +216,9 @@ def _equal(a, b):
 def test_barrier_endpoint_of_a_run_inside_the_band_at_step0(dataset, method):
     """Inside the band from step 0 the run stops at once (criterion met at 0, no margin), yet its barrier
     endpoint is the model after exactly snapshot_at steps of an identical run that never stops."""
-    stopped, final = _run(dataset, method, k_max=60, band=(0.0, 1e6), consecutive=1, stop_margin=0, snapshot_at=30)
+    stopped, final = _run(
+        dataset, method, k_max=60, band=(0.0, 1e6), consecutive=1, stop_margin=0, snapshot_at=30
+    )
     assert stopped["stopped_early"] and stopped["steps_run"] == 0 and stopped["snapshot_steps"] == 30
     assert stopped["curve"]["step"].tolist() == [0]
     assert _equal(final, _model(dataset).state_dict())  # the final model is untouched, as without a snapshot

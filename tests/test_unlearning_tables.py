@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_config
 
 from perinstance import io
-from perinstance.steps import difficulty_tables, theory_fit, unlearning_examples
-
-from conftest import tiny_config
+from perinstance.steps import difficulty_tables, load_oracle_evaluations, theory_fit, unlearning_examples
 
 
 @pytest.fixture
@@ -23,24 +22,42 @@ def config():
 def _oracles(root, score, group, index, losses):
     paths = []
     for r, row in enumerate(losses):
-        path = root / "oracles" / score / group / f"seed{r}.npz"
-        io.save_npz(path, forget_index=np.asarray(index), forget_losses=np.asarray(row, dtype=np.float64))
+        path = root / "oracles" / f"{score}_{group}_{r}.npz"  # the file names itself; its path says nothing
+        io.save_npz(
+            path,
+            forget_index=np.asarray(index),
+            forget_losses=np.asarray(row, dtype=np.float64),
+            score=np.array(score),
+            group=np.array(group),
+            replicate=np.int64(r),
+        )
         paths.append(path)
     return paths
 
 
 def _records(root, method, score, group, seed, index, losses, steps=(0, 10, 20)):
-    frame = pd.DataFrame([{"step": s, "index": i, "loss": l, "phi": 0.0, "correct": True}
-                          for s, row in zip(steps, losses) for i, l in zip(index, row)])
+    frame = pd.DataFrame(
+        [
+            {"step": s, "index": i, "loss": loss, "phi": 0.0, "correct": True}
+            for s, row in zip(steps, losses)
+            for i, loss in zip(index, row)
+        ]
+    )
     path = root / "unlearn" / f"{method}_{score}_{group}_{seed}_forget.parquet"
     io.save_table(frame.assign(method=method, score=score, group=group, seed=seed, original_seed=seed), path)
     return path
 
 
 def _scores(index):
-    return pd.DataFrame({"index": index, "label": 0, "privacy_loss_4alpha": np.arange(1.0, len(index) + 1),
-                         "privacy_loss_4alpha_seed0": np.arange(1.0, len(index) + 1) * 2,
-                         "el2n": np.arange(len(index))[::-1] * 1.0})
+    return pd.DataFrame(
+        {
+            "index": index,
+            "label": 0,
+            "privacy_loss_4alpha": np.arange(1.0, len(index) + 1),
+            "privacy_loss_4alpha_seed0": np.arange(1.0, len(index) + 1) * 2,
+            "el2n": np.arange(len(index))[::-1] * 1.0,
+        }
+    )
 
 
 def test_per_example_table_by_hand(tmp_path, config):
@@ -48,9 +65,16 @@ def test_per_example_table_by_hand(tmp_path, config):
     # oracles: example 7 centre 1.0 (sd 0 -> band tol_abs 0.1); example 3 centre 2.0
     oracles = _oracles(tmp_path, "privacy_loss", "high", index, [[1.0, 2.0], [1.0, 2.0]])
     # example 7: loss 3 -> 2 -> 1 (gap 2 -> 1 -> 0); example 3 sits at its centre from step 0
-    records = _records(tmp_path, "finetune", "privacy_loss", "high", 0, index, [[3.0, 2.0], [2.0, 2.0], [1.0, 2.0]])
-    table = unlearning_examples(config, [records], oracles, _scores([3, 7]),
-                                pd.DataFrame({"score": ["privacy_loss"], "group": ["high"], "index": [7]}))
+    records = _records(
+        tmp_path, "finetune", "privacy_loss", "high", 0, index, [[3.0, 2.0], [2.0, 2.0], [1.0, 2.0]]
+    )
+    table = unlearning_examples(
+        config,
+        [records],
+        oracles,
+        _scores([3, 7]),
+        pd.DataFrame({"score": ["privacy_loss"], "group": ["high"], "index": [7]}),
+    )
     row = table.set_index("index")
     assert row.loc[7, "oracle_center"] == 1.0 and row.loc[7, "gap_step0"] == 2.0
     assert not row.loc[7, "inside_at_step0"] and row.loc[3, "inside_at_step0"]
@@ -73,15 +97,32 @@ def test_difficulty_tables_pool_only_examples_that_needed_unlearning(config):
     rng = np.random.default_rng(0)
     n = 60
     p = rng.lognormal(size=n)
-    frame = pd.DataFrame({"method": "finetune", "score": "privacy_loss", "group": "g", "seed": 0, "index": np.arange(n),
-                          "inside_at_step0": np.arange(n) < 10, "steps": 20, "censored": False,
-                          "mean_gap_20": np.log(p), "remaining_gap_20": np.log(p),
-                          "privacy_loss_4alpha": p, "privacy_loss_4alpha_own_seed": p, "el2n": rng.normal(size=n)})
+    frame = pd.DataFrame(
+        {
+            "method": "finetune",
+            "score": "privacy_loss",
+            "group": "g",
+            "seed": 0,
+            "index": np.arange(n),
+            "inside_at_step0": np.arange(n) < 10,
+            "steps": 20,
+            "censored": False,
+            "mean_gap_20": np.log(p),
+            "remaining_gap_20": np.log(p),
+            "privacy_loss_4alpha": p,
+            "privacy_loss_4alpha_own_seed": p,
+            "el2n": rng.normal(size=n),
+        }
+    )
     config["proxies"]["bootstrap"] = 50
     tables = difficulty_tables(config, frame)
-    row = tables["correlations"].query("difficulty == 'mean_gap_20' and score == 'privacy_loss_4alpha'").iloc[0]
+    row = (
+        tables["correlations"].query("difficulty == 'mean_gap_20' and score == 'privacy_loss_4alpha'").iloc[0]
+    )
     assert row["n_units"] == 50 and row["n_inside_at_step0"] == 10 and row["rho"] == pytest.approx(1.0)
-    everyone = tables["correlations"].query("difficulty == 'needs_unlearning' and score == 'privacy_loss_4alpha'")
+    everyone = tables["correlations"].query(
+        "difficulty == 'needs_unlearning' and score == 'privacy_loss_4alpha'"
+    )
     assert everyone["n_units"].iloc[0] == 60  # which examples need unlearning: over every forget example
     survival = tables["survival"]
     assert survival["n_examples"].iloc[0] == 50 and survival["survival"].iloc[-1] == 0.0
@@ -91,15 +132,31 @@ def _runs(groups):
     rows = []
     for group, p, inside, steps, censored in groups:
         for seed, k in enumerate(steps):
-            rows.append({"method": "finetune", "score": "privacy_loss", "group": group, "seed": seed,
-                         "privacy_loss_4alpha": p, "inside_at_step0": inside, "steps": k, "censored": censored[seed]})
+            rows.append(
+                {
+                    "method": "finetune",
+                    "score": "privacy_loss",
+                    "group": group,
+                    "seed": seed,
+                    "privacy_loss_4alpha": p,
+                    "inside_at_step0": inside,
+                    "steps": k,
+                    "censored": censored[seed],
+                }
+            )
     return pd.DataFrame(rows)
 
 
 def test_theory_fit_leaves_out_groups_inside_the_band_at_step0():
-    runs = _runs([("low", 0.01, True, [0, 0], [False, False]), ("mid", 0.1, True, [0, 0], [False, False]),
-                  ("top2", 10.0, False, [400, 500], [False, False]), ("top1", 100.0, False, [900, 1000], [False, False]),
-                  ("high", 1000.0, False, [1500, 1500], [True, True])])
+    runs = _runs(
+        [
+            ("low", 0.01, True, [0, 0], [False, False]),
+            ("mid", 0.1, True, [0, 0], [False, False]),
+            ("top2", 10.0, False, [400, 500], [False, False]),
+            ("top1", 100.0, False, [900, 1000], [False, False]),
+            ("high", 1000.0, False, [1500, 1500], [True, True]),
+        ]
+    )
     fit = theory_fit(runs, "finetune")
     assert fit["groups_used"] == ["high", "top1", "top2"] and fit["groups_excluded"] == ["low", "mid"]
     assert fit["n"] == 6 and fit["n_censored"] == 2
@@ -108,7 +165,9 @@ def test_theory_fit_leaves_out_groups_inside_the_band_at_step0():
 
 
 def test_theory_fit_is_none_without_two_measured_runs():
-    runs = _runs([("low", 0.01, True, [0, 0], [False, False]), ("high", 1000.0, False, [1500, 1500], [True, True])])
+    runs = _runs(
+        [("low", 0.01, True, [0, 0], [False, False]), ("high", 1000.0, False, [1500, 1500], [True, True])]
+    )
     assert theory_fit(runs, "finetune") is None
 
 
@@ -122,3 +181,17 @@ def test_per_example_epsilon_refuses_models_evaluated_on_other_examples():
     assert np.isfinite(_mean_epsilon(finals, [model([1, 2, 3])] * 8))
     with pytest.raises(ValueError, match="different forget examples or orders"):
         _mean_epsilon(finals, [model([1, 2, 3])] * 7 + [model([3, 2, 1])])
+
+
+def test_oracle_evaluations_are_grouped_by_their_own_fields(tmp_path):
+    high = _oracles(tmp_path, "privacy_loss", "high", [1, 2], [[1.0, 1.0], [2.0, 2.0]])
+    low = _oracles(tmp_path, "el2n", "high", [3], [[0.5]])
+    grouped = load_oracle_evaluations([high[1], low[0], high[0]])
+    assert list(grouped) == [("privacy_loss", "high"), ("el2n", "high")]
+    assert [float(e["forget_losses"][0]) for e in grouped[("privacy_loss", "high")]] == [2.0, 1.0]
+    with pytest.raises(ValueError, match="replicate 0 of group privacy_loss/high is given twice"):
+        load_oracle_evaluations([high[0], high[0]])
+    unnamed = io.save_npz(tmp_path / "unnamed.npz", forget_index=np.array([1]), forget_losses=np.array([1.0]))
+    missing = r"unnamed\.npz: missing array\(s\) 'score', 'group', 'replicate'"
+    with pytest.raises(io.CorruptArtefact, match=missing):
+        load_oracle_evaluations([unnamed])

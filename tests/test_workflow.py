@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import snakemake_command
 
 from perinstance.config import load_config, validate_config
-from perinstance.scores import privacy_tables
+from perinstance.privacy_scores import privacy_tables
 
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "workflow/configs/test.yaml"
@@ -23,12 +24,9 @@ TEST_CONFIG = REPO / "workflow/configs/test.yaml"
 
 def _command(*args: str, cwd: Path) -> tuple[list[str], dict]:
     """Snakemake on this repository's Snakefile, from `cwd`; without --configfile it reads cwd/config.yaml."""
-    # rules call `python -m perinstance`: the interpreter running the tests comes first on PATH
     if not (cwd / "config.yaml").exists():
         shutil.copy(REPO / "config.yaml", cwd / "config.yaml")
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    return [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), "--directory", str(cwd),
-            *args], env
+    return snakemake_command(*args, cwd=cwd)
 
 
 def snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -46,17 +44,25 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
     assert result.returncode == 0, result.stderr
     jobs = {k: str(v) for k, v in _job_counts(result.stdout).items()}
     assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == "8"
-    assert jobs["figure_steps"] == "3"
+    assert jobs["figure"] == "8"  # F0-F5, F7, F8 (F6 has its own rule)
     # one per privacy-loss group (low, mid, high, top1-top7) and per random group
     assert jobs["spawned_oracle"] == jobs["barrier"] == "11"
-    for single in ("robustness", "figure_barriers", "figure_robustness", "difficulty", "figure_difficulty", "claims"):
-        assert jobs[single] == "1", single
-    for single in ("privacy_loss", "proxies", "scores", "correlations", "groups", "steps",
-                   "figure_training", "figure_privacy", "figure_proxies"):
+    for single in (
+        "robustness",
+        "figure_barriers",
+        "difficulty",
+        "claims",
+        "privacy_loss",
+        "proxies",
+        "scores",
+        "correlations",
+        "groups",
+        "steps",
+    ):
         assert jobs[single] == "1", single
     # 15 groups (low, mid, high, top1-top7; 4 proxies' high; 1 random) x 3 oracles
     assert jobs["oracle"] == "45"
-    # 10 privacy groups x 3 methods x 2 seeds + 5 comparison groups x finetune x 2 seeds
+    # 10 privacy groups x 3 methods x 2 runs + 5 comparison groups x finetune x 2 runs
     assert jobs["unlearn"] == "70"
 
 
@@ -70,12 +76,15 @@ def test_committed_figures_without_results_rerun_the_experiment(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result.stdout)
-    assert jobs["train"] == 3 and jobs["figure_training"] == 1 and jobs["oracle"] == 45 and jobs["claims"] == 1
+    assert jobs["train"] == 3 and jobs["figure"] == 8 and jobs["oracle"] == 45 and jobs["claims"] == 1
 
 
 def _job_counts(stdout: str) -> dict[str, int]:
-    return {line.split()[0]: int(line.split()[1]) for line in stdout.splitlines()
-            if len(line.split()) == 2 and line.split()[1].isdigit()}
+    return {
+        line.split()[0]: int(line.split()[1])
+        for line in stdout.splitlines()
+        if len(line.split()) == 2 and line.split()[1].isdigit()
+    }
 
 
 @pytest.mark.parametrize("name, seeds", [("paper-cifar10", 5), ("paper-svhn", 5)])
@@ -109,10 +118,14 @@ def tiny_run(tmp_path_factory):
     modified["unlearning"]["gap_budgets"] = [10, 20]  # within the shorter runs
     (cwd / "modified.yaml").write_text(yaml.safe_dump(modified))
     command, env = _command("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=cwd)
-    first = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    first = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     deadline = time.monotonic() + 300
     while not list((cwd / "results/test/configs").glob("*.yaml")):  # written once the run holds the lock
-        assert first.poll() is None and time.monotonic() < deadline, "the first run ended before it started jobs"
+        assert first.poll() is None and time.monotonic() < deadline, (
+            "the first run ended before it started jobs"
+        )
         time.sleep(0.2)
     second = snakemake("--cores", "1", "--configfile", str(cwd / "modified.yaml"), cwd=cwd)
     output, _ = first.communicate(timeout=900)
@@ -129,7 +142,10 @@ def test_a_refused_second_invocation_changes_nothing(tiny_run):
     # every job read the first run's config: k_max 40 and privacy losses at beta 200, recomputed here
     steps = pd.read_csv(cwd / "results/test/steps.csv")
     assert (steps["k_max"] == 40).all()
-    runs = [(s, cwd / f"results/test/train/seed{s}", cwd / f"results/test/privacy/seed{s}/norms.npz") for s in (0, 1)]
+    runs = [
+        (s, cwd / f"results/test/train/seed{s}", cwd / f"results/test/privacy/seed{s}/norms.npz")
+        for s in (0, 1)
+    ]
     expected = privacy_tables(load_config(TEST_CONFIG), runs)["privacy"]
     table = pd.read_parquet(cwd / "results/test/privacy/privacy_loss.parquet")
     pd.testing.assert_frame_equal(table, expected)
@@ -139,20 +155,36 @@ def test_tiny_workflow_end_to_end(tiny_run):
     tmp_path = tiny_run["cwd"]
     assert tiny_run["returncode"] == 0, tiny_run["output"][-3000:]
     figure_dir = tmp_path / "figures/test"
-    for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
-                   "F5_hard_groups", "F6_loss_barriers", "F7_robustness", "F8_difficulty"):
+    for figure in (
+        "F0_training",
+        "F1_privacy_loss",
+        "F2_steps_sgld",
+        "F3_steps_finetune",
+        "F4_proxy_correlation",
+        "F5_hard_groups",
+        "F6_loss_barriers",
+        "F7_robustness",
+        "F8_difficulty",
+    ):
         for suffix in ("png", "pdf", "csv"):
             assert (figure_dir / f"{figure}.{suffix}").stat().st_size > 0
     assert "| claim | method |" in (figure_dir / "results.md").read_text()
     examples = pd.read_parquet(tmp_path / "results/test/unlearning_examples.parquet")
-    # one row per (run, forget example): 7 runs of 10 examples; every example that needed unlearning has its gaps
+    # one row per (run, forget example): 7 runs of 10 examples;
+    # every example that needed unlearning has its gaps
     assert len(examples) == 70 and examples["steps"].between(0, 40).all()
     needed = examples[~examples["inside_at_step0"]]
     assert needed["remaining_gap_40"].notna().all() and needed["mean_gap_40"].notna().all()
     assert examples.loc[examples["inside_at_step0"], "remaining_gap_40"].isna().all()
     scores = pd.read_parquet(tmp_path / "results/test/scores.parquet")
     assert len(scores) == 180 and scores["index"].is_unique
-    for column in ("privacy_loss", "privacy_loss_4alpha", "privacy_loss_online", "privacy_loss_seed0", "privacy_loss_seed1"):
+    for column in (
+        "privacy_loss",
+        "privacy_loss_4alpha",
+        "privacy_loss_online",
+        "privacy_loss_seed0",
+        "privacy_loss_seed1",
+    ):
         assert scores[column].notna().all() and scores[column].std() > 0, column
     for column in ("el2n", "forgetting_events", "learning_speed", "cscore_holdout"):
         assert column in scores, column
@@ -161,7 +193,9 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert len(steps) == 7 and set(steps["method"]) == {"finetune", "sgld"}
     assert steps["steps"].between(0, 40).all() and steps["censored"].isin([True, False]).all()
     barriers = pd.read_csv(tmp_path / "results/test/barriers/barriers.csv")
-    assert set(barriers["pair"]) == {"unlearned_finetune", "spawned_oracle"} and (barriers["barrier"] >= 0).all()
+    assert (
+        set(barriers["pair"]) == {"unlearned_finetune", "spawned_oracle"} and (barriers["barrier"] >= 0).all()
+    )
     table = pd.read_csv(figure_dir / "F0_training.csv")
     assert sorted(table["seed"].unique()) == [0, 1]
     assert set(table["split"]) == {"train", "test"}
@@ -175,8 +209,17 @@ def test_tiny_workflow_end_to_end(tiny_run):
     report = snakemake("--configfile", str(TEST_CONFIG), "--report", "report.html", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
-    for figure in ("F0_training", "F1_privacy_loss", "F2_steps_sgld", "F3_steps_finetune", "F4_proxy_correlation",
-                   "F5_hard_groups", "F6_loss_barriers", "F7_robustness", "F8_difficulty"):
+    for figure in (
+        "F0_training",
+        "F1_privacy_loss",
+        "F2_steps_sgld",
+        "F3_steps_finetune",
+        "F4_proxy_correlation",
+        "F5_hard_groups",
+        "F6_loss_barriers",
+        "F7_robustness",
+        "F8_difficulty",
+    ):
         assert f"{figure}.png" in html, figure
     assert _tree(tmp_path / "results") == results_before
     # a rerun finds everything complete and does nothing
@@ -229,9 +272,21 @@ def test_a_moved_checkout_reruns_nothing(tiny_run, tmp_path):
     for part in ("Snakefile", "config.yaml", "src", "workflow", "envs"):
         source = REPO / part
         (shutil.copytree if source.is_dir() else shutil.copy)(source, moved / part)
-    command = [sys.executable, "-m", "snakemake", "--snakefile", str(moved / "Snakefile"), "--directory",
-               str(tiny_run["cwd"]), "-n", "--configfile", str(TEST_CONFIG)]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(moved / "Snakefile"),
+        "--directory",
+        str(tiny_run["cwd"]),
+        "-n",
+        "--configfile",
+        str(TEST_CONFIG),
+    ]
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    result = subprocess.run(command, cwd=tiny_run["cwd"], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        command, cwd=tiny_run["cwd"], env=env, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Nothing to be done" in result.stdout + result.stderr

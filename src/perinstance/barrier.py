@@ -14,21 +14,36 @@ bootstrap CI, and separately over the privacy-loss groups, which are selected ex
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .training import predict_logits
+from . import io
+from .data import load_dataset
+from .groups import forget_rows
+from .inference import load_model, predict_logits, resolve_device
+from .plan import PRIVACY_SCORE, RANDOM_SCORE
+from .proxies import correlations
+from .training import steps_per_epoch
 
 VARIANTS = ("linear", "endpoints_mean")
 
 
 @torch.no_grad()
-def interpolation_losses(model: torch.nn.Module, state_a: dict[str, torch.Tensor], state_b: dict[str, torch.Tensor],
-                         x: torch.Tensor, y: torch.Tensor, lambdas: Sequence[float], *, batch_size: int = 1024,
-                         device: torch.device | str = "cpu") -> np.ndarray:
+def interpolation_losses(
+    model: torch.nn.Module,
+    state_a: dict[str, torch.Tensor],
+    state_b: dict[str, torch.Tensor],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    lambdas: Sequence[float],
+    *,
+    batch_size: int = 1024,
+    device: torch.device | str = "cpu",
+) -> np.ndarray:
     """Per-example cross-entropy at every lambda, float64 [len(lambdas), n]."""
     if state_a.keys() != state_b.keys():
         raise ValueError("the two endpoints have different parameters")
@@ -61,7 +76,9 @@ def barrier_heights(losses: np.ndarray, lambdas: Sequence[float], variant: str =
     elif variant == "endpoints_mean":
         reference = np.broadcast_to((losses[0] + losses[-1]) / 2, losses.shape)
     else:
-        raise ValueError(f"unknown barrier variant {variant!r} (config key barrier.variant); available: {VARIANTS}")
+        raise ValueError(
+            f"unknown barrier variant {variant!r} (config key barrier.variant); available: {VARIANTS}"
+        )
     return (losses - reference).max(axis=0)
 
 
@@ -78,9 +95,10 @@ def endpoint_distance(state_a: dict[str, torch.Tensor], state_b: dict[str, torch
 
 
 def spawned_oracle_steps(config: dict, n_retain: int) -> int:
-    """Training steps of a spawned oracle: the epochs after barrier.spawn_epoch, on the n_retain examples of D minus G."""
-    from .training import steps_per_epoch
+    """Training steps of a spawned oracle.
 
+    The epochs after barrier.spawn_epoch, on the n_retain examples of D minus G.
+    """
     training = config["training"]
     epochs = training["epochs"] - config["barrier"]["spawn_epoch"]
     return int(epochs * steps_per_epoch(n_retain, training["batch_size"], training["sampling"]))
@@ -96,8 +114,9 @@ def endpoint_steps(config: dict, pair: str, n_retain: int) -> int:
     raise ValueError(f"unknown barrier endpoint {pair!r}: expected unlearned_<method> or spawned_oracle")
 
 
-def run_barrier_job(config: dict, score: str, group: str, groups_csv, original_weights,
-                    endpoints: dict[str, str], out_path) -> None:
+def run_barrier_job(
+    config: dict, score: str, group: str, groups_csv, original_weights, endpoints: dict[str, str], out_path
+) -> None:
     """Loss along original -> endpoint paths for the members of one forget group.
 
     endpoints: pair name (`unlearned_<method>`: the model after barrier.unlearning_steps unlearning
@@ -106,14 +125,6 @@ def run_barrier_job(config: dict, score: str, group: str, groups_csv, original_w
     (repeated on that example's rows); per (pair, group) `steps_run` (steps that made the far
     endpoint) and `distance` (||theta_end - theta_original||_2, see endpoint_distance).
     """
-    import pandas as pd
-
-    from . import io
-    from .data import load_dataset
-    from .retrain import load_model
-    from .groups import forget_rows
-    from .training import resolve_device
-
     spec = config["barrier"]
     lambdas = np.linspace(0.0, 1.0, spec["lambdas"])
     dataset = load_dataset(**config["dataset"])
@@ -127,17 +138,26 @@ def run_barrier_job(config: dict, score: str, group: str, groups_csv, original_w
     for pair, weights in endpoints.items():
         steps = endpoint_steps(config, pair, n_retain)
         end = io.load_state_dict(weights)
-        losses = interpolation_losses(model, start, end, x, y, lambdas,
-                                      batch_size=config["training"]["eval_batch_size"], device=device)
+        losses = interpolation_losses(
+            model, start, end, x, y, lambdas, batch_size=config["training"]["eval_batch_size"], device=device
+        )
         heights = barrier_heights(losses, lambdas, spec["variant"])
-        frames.append(pd.DataFrame({
-            "score": score, "group": group, "pair": pair,
-            "index": np.tile(dataset.train.index.numpy()[rows], len(lambdas)),
-            "label": np.tile(y.numpy(), len(lambdas)),
-            "lambda": np.repeat(lambdas, len(rows)), "loss": losses.reshape(-1),
-            "barrier": np.tile(heights, len(lambdas)),
-            "steps_run": np.int64(steps), "distance": endpoint_distance(start, end),
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "score": score,
+                    "group": group,
+                    "pair": pair,
+                    "index": np.tile(dataset.train.index.numpy()[rows], len(lambdas)),
+                    "label": np.tile(y.numpy(), len(lambdas)),
+                    "lambda": np.repeat(lambdas, len(rows)),
+                    "loss": losses.reshape(-1),
+                    "barrier": np.tile(heights, len(lambdas)),
+                    "steps_run": np.int64(steps),
+                    "distance": endpoint_distance(start, end),
+                }
+            )
+        )
     io.save_table(pd.concat(frames, ignore_index=True), out_path)
 
 
@@ -146,9 +166,9 @@ SELECTED_GROUPS = "selected groups (extremes), not the data"
 
 
 def _sample_of(score: str) -> str:
-    from .plan import PRIVACY_SCORE, RANDOM_SCORE
-
-    return {RANDOM_SCORE: RANDOM_SAMPLE, PRIVACY_SCORE: SELECTED_GROUPS}.get(score, f"groups chosen by {score}")
+    return {RANDOM_SCORE: RANDOM_SAMPLE, PRIVACY_SCORE: SELECTED_GROUPS}.get(
+        score, f"groups chosen by {score}"
+    )
 
 
 def barrier_correlations(examples, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
@@ -160,20 +180,31 @@ def barrier_correlations(examples, *, n_boot: int = 1000, ci: float = 0.95, seed
     (random groups may overlap; each membership has its own endpoints). Columns: pair, sample,
     spearman, ci_low, ci_high, n, groups, note.
     """
-    import pandas as pd
-
-    from .proxies import correlations
-
     rows = []
     for (pair, sample), part in examples.groupby(["pair", "sample"], sort=True):
-        table = correlations(part[["barrier", "privacy_loss"]].reset_index(drop=True), ["barrier", "privacy_loss"],
-                             n_boot=n_boot, seed=seed, ci=ci)
+        table = correlations(
+            part[["barrier", "privacy_loss"]].reset_index(drop=True),
+            ["barrier", "privacy_loss"],
+            n_boot=n_boot,
+            seed=seed,
+            ci=ci,
+        )
         spearman = table[table["method"] == "spearman"].iloc[0]
-        rows.append({"pair": pair, "sample": sample, "spearman": float(spearman["value"]),
-                     "ci_low": float(spearman["ci_low"]), "ci_high": float(spearman["ci_high"]),
-                     "n": int(spearman["n"]), "groups": " ".join(sorted(part["group"].unique())),
-                     "note": spearman["note"]})
-    return pd.DataFrame(rows, columns=["pair", "sample", "spearman", "ci_low", "ci_high", "n", "groups", "note"])
+        rows.append(
+            {
+                "pair": pair,
+                "sample": sample,
+                "spearman": float(spearman["value"]),
+                "ci_low": float(spearman["ci_low"]),
+                "ci_high": float(spearman["ci_high"]),
+                "n": int(spearman["n"]),
+                "groups": " ".join(sorted(part["group"].unique())),
+                "note": spearman["note"],
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["pair", "sample", "spearman", "ci_low", "ci_high", "n", "groups", "note"]
+    )
 
 
 def barrier_tables(paths, scores, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> dict:
@@ -187,26 +218,35 @@ def barrier_tables(paths, scores, *, n_boot: int = 1000, ci: float = 0.95, seed:
     mean, n, steps_run, distance, and the pair's rho over the random sample (spearman_random,
     its CI and n_random) and over the selected privacy-loss groups (spearman_selected, n_selected).
     """
-    import pandas as pd
-
-    from . import io
-
     keys = ["pair", "score", "group", "index"]
     paths_table = pd.concat([io.load_table(p) for p in paths], ignore_index=True)
     ends = paths_table.groupby(keys)["loss"].agg(["first", "last"])
     curve = paths_table.join(ends, on=keys)
-    curve["excess"] = curve["loss"] - ((1 - curve["lambda"]) * curve["first"] + curve["lambda"] * curve["last"])
-    curves = (curve.groupby(["pair", "score", "group", "lambda"])
-              .agg(loss=("loss", "mean"), excess=("excess", "mean")).reset_index())
-    examples = (paths_table.drop_duplicates(keys)[["score", "group", "pair", "index", "label", "barrier",
-                                                   "steps_run", "distance"]]
-                .merge(scores[["index", "privacy_loss"]], on="index", how="left"))
+    curve["excess"] = curve["loss"] - (
+        (1 - curve["lambda"]) * curve["first"] + curve["lambda"] * curve["last"]
+    )
+    curves = (
+        curve.groupby(["pair", "score", "group", "lambda"])
+        .agg(loss=("loss", "mean"), excess=("excess", "mean"))
+        .reset_index()
+    )
+    examples = paths_table.drop_duplicates(keys)[
+        ["score", "group", "pair", "index", "label", "barrier", "steps_run", "distance"]
+    ].merge(scores[["index", "privacy_loss"]], on="index", how="left")
     examples.insert(2, "sample", examples["score"].map(_sample_of))
     correlation = barrier_correlations(examples, n_boot=n_boot, ci=ci, seed=seed)
-    summary = (examples.groupby(["pair", "score", "group", "sample"])
-               .agg(barrier_mean=("barrier", "mean"), barrier_median=("barrier", "median"),
-                    privacy_loss_mean=("privacy_loss", "mean"), n=("index", "size"),
-                    steps_run=("steps_run", "first"), distance=("distance", "first")).reset_index())
+    summary = (
+        examples.groupby(["pair", "score", "group", "sample"])
+        .agg(
+            barrier_mean=("barrier", "mean"),
+            barrier_median=("barrier", "median"),
+            privacy_loss_mean=("privacy_loss", "mean"),
+            n=("index", "size"),
+            steps_run=("steps_run", "first"),
+            distance=("distance", "first"),
+        )
+        .reset_index()
+    )
     for sample, suffix in ((RANDOM_SAMPLE, "random"), (SELECTED_GROUPS, "selected")):
         part = correlation[correlation["sample"] == sample].set_index("pair")
         summary[f"spearman_{suffix}"] = summary["pair"].map(part["spearman"])

@@ -14,10 +14,11 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Iterator
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import jsonschema
 import yaml
@@ -43,6 +44,7 @@ _EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 # --------------------------------------------------------------------------- reading YAML
+
 
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys: PyYAML lets the last one silently replace the first."""
@@ -95,6 +97,7 @@ def merge_configs(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any
 
 
 # --------------------------------------------------------------------------- schema
+
 
 @lru_cache(maxsize=1)
 def load_schema() -> dict:
@@ -149,6 +152,7 @@ def _non_finite(value: Any, path: str = "") -> Iterator[str]:
 
 # --------------------------------------------------------------------------- rules between keys
 
+
 def train_size(dataset: dict[str, Any]) -> int:
     """Number of training examples the `dataset:` section yields (mirrors perinstance.data.load_dataset)."""
     kind, total = DATASET_SIZES[dataset["name"]]
@@ -166,93 +170,168 @@ def plan_errors(config: dict[str, Any]) -> list[str]:
         if not condition:
             errors.append(f"config key '{key}': {message}")
 
-    need(_EXPERIMENT_NAME.fullmatch(config["experiment"]) is not None, "experiment",
-         f"{config['experiment']!r} must be letters, digits, '_', '.' or '-' (it names directories)")
+    need(
+        _EXPERIMENT_NAME.fullmatch(config["experiment"]) is not None,
+        "experiment",
+        f"{config['experiment']!r} must be letters, digits, '_', '.' or '-' (it names directories)",
+    )
     training, dataset, groups = config["training"], config["dataset"], config["groups"]
     epochs = training["epochs"]
-    need(training["lr_schedule"] != "multistep" or bool(training["lr_milestones"]), "training.lr_milestones",
-         "the multistep schedule needs at least one milestone")
-    need(all(m < epochs for m in training["lr_milestones"]), "training.lr_milestones",
-         f"milestones {training['lr_milestones']} must lie before the last epoch ({epochs})")
-    need(training["lr_warmup_epochs"] < epochs, "training.lr_warmup_epochs",
-         f"{training['lr_warmup_epochs']} leaves no epoch after the warm-up (training.epochs = {epochs})")
+    need(
+        training["lr_schedule"] != "multistep" or bool(training["lr_milestones"]),
+        "training.lr_milestones",
+        "the multistep schedule needs at least one milestone",
+    )
+    need(
+        all(m < epochs for m in training["lr_milestones"]),
+        "training.lr_milestones",
+        f"milestones {training['lr_milestones']} must lie before the last epoch ({epochs})",
+    )
+    need(
+        training["lr_warmup_epochs"] < epochs,
+        "training.lr_warmup_epochs",
+        f"{training['lr_warmup_epochs']} leaves no epoch after the warm-up (training.epochs = {epochs})",
+    )
     early = training["dynamics"]["early_epoch"]
-    need(early is None or early <= epochs, "training.dynamics.early_epoch",
-         f"{early} is after the last epoch ({epochs})")
+    need(
+        early is None or early <= epochs,
+        "training.dynamics.early_epoch",
+        f"{early} is after the last epoch ({epochs})",
+    )
 
     kind, total = DATASET_SIZES[dataset["name"]]
     if dataset["n_train"] is not None and kind == "train":
-        need(dataset["n_train"] <= total, "dataset.n_train",
-             f"{dataset['n_train']} exceeds the {total} training examples of {dataset['name']}")
+        need(
+            dataset["n_train"] <= total,
+            "dataset.n_train",
+            f"{dataset['n_train']} exceeds the {total} training examples of {dataset['name']}",
+        )
     if kind == "full":
         full = dataset["synthetic"]["n"] if total < 0 else total
         held_out = round(dataset["test_fraction"] * full)
-        need(0 < held_out < full, "dataset.test_fraction",
-             f"{dataset['test_fraction']} leaves an empty split of the {full} examples of {dataset['name']}")
+        need(
+            0 < held_out < full,
+            "dataset.test_fraction",
+            f"{dataset['test_fraction']} leaves an empty split of the {full} examples of {dataset['name']}",
+        )
         if dataset["n_train"] is not None:
-            need(dataset["n_train"] <= full - held_out, "dataset.n_train",
-                 f"{dataset['n_train']} exceeds the {full - held_out} training examples of {dataset['name']}")
+            need(
+                dataset["n_train"] <= full - held_out,
+                "dataset.n_train",
+                f"{dataset['n_train']} exceeds the {full - held_out} training examples of {dataset['name']}",
+            )
     n = train_size(dataset)
     size = groups["size"]
     kinds = [k for k in ("low", "mid", "high") if k in groups["privacy_kinds"]]
-    need(not kinds or 3 * size <= n, "groups.size",
-         f"low/mid/high groups of {size} need {3 * size} training examples, the dataset has {n}")
+    need(
+        not kinds or 3 * size <= n,
+        "groups.size",
+        f"low/mid/high groups of {size} need {3 * size} training examples, the dataset has {n}",
+    )
     # the rank bins continue below `high` (which takes the top m) when both are asked for
-    bins = groups["linear_bins"] + groups["log_bins"] + int("high" in kinds and groups["linear_bins"] + groups["log_bins"] > 0)
+    bins = (
+        groups["linear_bins"]
+        + groups["log_bins"]
+        + int("high" in kinds and groups["linear_bins"] + groups["log_bins"] > 0)
+    )
     room = (n - size) // 2 if groups["log_bins_to"] == "median" else n
-    need(bins * size <= room, "groups.linear_bins",
-         f"{bins} rank bins of {size} examples do not fit in the top {room} of {n} training examples "
-         f"(groups.log_bins_to: {groups['log_bins_to']})")
+    need(
+        bins * size <= room,
+        "groups.linear_bins",
+        f"{bins} rank bins of {size} examples do not fit in the top {room} of {n} training examples "
+        f"(groups.log_bins_to: {groups['log_bins_to']})",
+    )
     need(size < n, "groups.size", f"{size} leaves no training example to retain (the dataset has {n})")
-    need(training["sampling"] != "poisson" or training["batch_size"] <= n - size, "training.batch_size",
-         f"{training['batch_size']} is larger than the {n - size} examples an oracle trains on: "
-         "Poisson sampling needs a rate B/n <= 1")
+    need(
+        training["sampling"] != "poisson" or training["batch_size"] <= n - size,
+        "training.batch_size",
+        f"{training['batch_size']} is larger than the {n - size} examples an oracle trains on: "
+        "Poisson sampling needs a rate B/n <= 1",
+    )
     if dataset["name"] == "synthetic":
-        need(dataset["synthetic"]["n"] >= dataset["synthetic"]["num_classes"], "dataset.synthetic.n",
-             "needs at least one example per class")
+        need(
+            dataset["synthetic"]["n"] >= dataset["synthetic"]["num_classes"],
+            "dataset.synthetic.n",
+            "needs at least one example per class",
+        )
 
-    need(groups["ranking_seed"] is None or groups["ranking_seed"] in config["seeds"], "groups.ranking_seed",
-         f"{groups['ranking_seed']} is not one of the original models' seeds {config['seeds']}")
+    need(
+        groups["ranking_seed"] is None or groups["ranking_seed"] in config["seeds"],
+        "groups.ranking_seed",
+        f"{groups['ranking_seed']} is not one of the original models' seeds {config['seeds']}",
+    )
     proxies = config["proxies"]
     scores = groups["proxy_scores"]
-    need("cscore_holdout" not in scores or proxies["holdout_models"] >= 1, "groups.proxy_scores",
-         "cscore_holdout needs proxies.holdout_models >= 1")
-    need("cscore_published" not in scores or proxies["published_cscores"] is not None, "groups.proxy_scores",
-         "cscore_published needs the file named by proxies.published_cscores")
-    need(proxies["published_cscores"] is None or dataset["name"] == "cifar10", "proxies.published_cscores",
-         "the published C-scores are for dataset.name cifar10 only")
-    need(round(proxies["holdout_fraction"] * n) >= 1 or proxies["holdout_models"] == 0,
-         "proxies.holdout_fraction", f"{proxies['holdout_fraction']} of {n} examples is an empty holdout subset")
+    need(
+        "cscore_holdout" not in scores or proxies["holdout_models"] >= 1,
+        "groups.proxy_scores",
+        "cscore_holdout needs proxies.holdout_models >= 1",
+    )
+    need(
+        "cscore_published" not in scores or proxies["published_cscores"] is not None,
+        "groups.proxy_scores",
+        "cscore_published needs the file named by proxies.published_cscores",
+    )
+    need(
+        proxies["published_cscores"] is None or dataset["name"] == "cifar10",
+        "proxies.published_cscores",
+        "the published C-scores are for dataset.name cifar10 only",
+    )
+    need(
+        round(proxies["holdout_fraction"] * n) >= 1 or proxies["holdout_models"] == 0,
+        "proxies.holdout_fraction",
+        f"{proxies['holdout_fraction']} of {n} examples is an empty holdout subset",
+    )
 
     unlearning, oracles, barrier = config["unlearning"], config["oracles"], config["barrier"]
     evaluations = unlearning["k_max"] // unlearning["eval_every"] + 1
-    need(evaluations >= oracles["consecutive"], "unlearning.k_max",
-         f"{unlearning['k_max']} allows {evaluations} evaluations every {unlearning['eval_every']} steps, "
-         f"fewer than the {oracles['consecutive']} consecutive ones a run needs to count as unlearned "
-         "(oracles.consecutive); every run would be censored")
+    need(
+        evaluations >= oracles["consecutive"],
+        "unlearning.k_max",
+        f"{unlearning['k_max']} allows {evaluations} evaluations every {unlearning['eval_every']} steps, "
+        f"fewer than the {oracles['consecutive']} consecutive ones a run needs to count as unlearned "
+        "(oracles.consecutive); every run would be censored",
+    )
     budgets = unlearning["gap_budgets"]
-    need(all(b % unlearning["eval_every"] == 0 and b <= unlearning["k_max"] for b in budgets),
-         "unlearning.gap_budgets", f"{budgets} must be multiples of unlearning.eval_every ({unlearning['eval_every']}) "
-         f"and at most unlearning.k_max ({unlearning['k_max']})")
+    need(
+        all(b % unlearning["eval_every"] == 0 and b <= unlearning["k_max"] for b in budgets),
+        "unlearning.gap_budgets",
+        f"{budgets} must be multiples of unlearning.eval_every ({unlearning['eval_every']}) "
+        f"and at most unlearning.k_max ({unlearning['k_max']})",
+    )
     missing = [m for m in barrier["methods"] if m not in unlearning["methods"]]
-    need(not missing, "barrier.methods",
-         f"{missing} are not in unlearning.methods {unlearning['methods']}: their unlearned models are never made")
+    need(
+        not missing,
+        "barrier.methods",
+        f"{missing} are not in unlearning.methods {unlearning['methods']}: "
+        "their unlearned models are never made",
+    )
     steps = barrier["unlearning_steps"]
-    need(steps <= unlearning["k_max"], "barrier.unlearning_steps",
-         f"{steps} exceeds unlearning.k_max ({unlearning['k_max']}): every unlearning run saves its "
-         "barrier endpoint after exactly this many steps")
+    need(
+        steps <= unlearning["k_max"],
+        "barrier.unlearning_steps",
+        f"{steps} exceeds unlearning.k_max ({unlearning['k_max']}): every unlearning run saves its "
+        "barrier endpoint after exactly this many steps",
+    )
     spawn = barrier["spawn_epoch"]
     checkpoints = training["checkpoints"]
     need(spawn < epochs, "barrier.spawn_epoch", f"{spawn} must be before the last epoch ({epochs})")
-    need(spawn > 0 or checkpoints["step0"], "barrier.spawn_epoch",
-         "0 needs the step-0 checkpoint (training.checkpoints.step0: true)")
-    need(spawn == 0 or spawn % checkpoints["every_epochs"] == 0, "barrier.spawn_epoch",
-         f"{spawn} has no checkpoint: training.checkpoints.every_epochs ({checkpoints['every_epochs']}) "
-         "must divide it")
+    need(
+        spawn > 0 or checkpoints["step0"],
+        "barrier.spawn_epoch",
+        "0 needs the step-0 checkpoint (training.checkpoints.step0: true)",
+    )
+    need(
+        spawn == 0 or spawn % checkpoints["every_epochs"] == 0,
+        "barrier.spawn_epoch",
+        f"{spawn} has no checkpoint: training.checkpoints.every_epochs ({checkpoints['every_epochs']}) "
+        "must divide it",
+    )
     return errors
 
 
 # --------------------------------------------------------------------------- public API
+
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Return a validated deep copy of `config` with every default filled in.
@@ -265,7 +344,9 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if errors:  # NaN passes every bound check of the schema, so it is reported first and alone
         raise ConfigError("; ".join(errors))
     instance = copy.deepcopy(config)
-    schema_errors = sorted(_validator_class()(load_schema()).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    schema_errors = sorted(
+        _validator_class()(load_schema()).iter_errors(instance), key=lambda e: list(e.absolute_path)
+    )
     if schema_errors:
         raise ConfigError("; ".join(_schema_message(e) for e in schema_errors))
     errors = plan_errors(instance)

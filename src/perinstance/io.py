@@ -18,8 +18,9 @@ import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -117,8 +118,16 @@ def _arrow_errors() -> tuple[type[BaseException], ...]:
 # damaged: those OSErrors pass through as they are.
 _NOT_DAMAGE: tuple[type[BaseException], ...] = (FileNotFoundError, PermissionError, IsADirectoryError)
 _READ_ERRORS: tuple[type[BaseException], ...] = (
-    OSError, EOFError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile, UnicodeDecodeError,
-    pickle.UnpicklingError, pd.errors.ParserError, pd.errors.EmptyDataError, KeyError,
+    OSError,
+    EOFError,
+    ValueError,
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    UnicodeDecodeError,
+    pickle.UnpicklingError,
+    pd.errors.ParserError,
+    pd.errors.EmptyDataError,
+    KeyError,
 )
 
 
@@ -140,10 +149,19 @@ def require_finite(array: Any, what: str, path: str | Path) -> None:
 
 
 def save_torch(obj: Any, path: str | Path) -> Path:
-    """Write `obj` with torch.save, atomically."""
+    """Write `obj` with torch.save, atomically.
+
+    Saved through a file object: torch names the records inside the zip after a path's stem, so
+    saving to the temporary path would put its random name into the file and make the same weights
+    differ byte for byte between runs.
+    """
     import torch
 
-    return _write_with(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+
+    return _write_with(path, write)
 
 
 def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> Any:
@@ -156,14 +174,20 @@ def load_torch(path: str | Path, map_location: str | torch.device = "cpu") -> An
     except _NOT_DAMAGE:
         raise
     except pickle.UnpicklingError as err:
-        raise _corrupt(path, f"holds objects other than tensors and plain containers, refused "
-                             f"(weights_only): {_first_line(err)}") from err
+        raise _corrupt(
+            path,
+            f"holds objects other than tensors and plain containers, refused "
+            f"(weights_only): {_first_line(err)}",
+        ) from err
     except (RuntimeError, *_READ_ERRORS) as err:  # torch: "PytorchStreamReader failed ..."
-        raise _corrupt(path, f"not a readable PyTorch file (truncated or corrupt: {_first_line(err)})") from err
+        raise _corrupt(
+            path, f"not a readable PyTorch file (truncated or corrupt: {_first_line(err)})"
+        ) from err
 
 
-def load_state_dict(path: str | Path, map_location: str | torch.device = "cpu", *,
-                    check_finite: bool = True) -> dict[str, torch.Tensor]:
+def load_state_dict(
+    path: str | Path, map_location: str | torch.device = "cpu", *, check_finite: bool = True
+) -> dict[str, torch.Tensor]:
     """Model weights saved as a state_dict; non-finite weights are refused unless `check_finite` is off."""
     path = _require_file(path, "checkpoint")
     state = load_torch(path, map_location=map_location)
@@ -179,6 +203,7 @@ def load_state_dict(path: str | Path, map_location: str | torch.device = "cpu", 
 
 def save_npz(path: str | Path, **arrays: np.ndarray) -> Path:
     """Write named arrays as an uncompressed .npz, atomically."""
+
     def write(tmp: Path) -> None:
         with tmp.open("wb") as fh:  # a file handle stops numpy from appending ".npz" to the temp name
             np.savez(fh, **arrays)
@@ -200,15 +225,19 @@ def load_npz(path: str | Path, required: Iterable[str] = ()) -> dict[str, np.nda
         raise
     except ValueError as err:
         if "allow_pickle" in str(err):
-            raise _corrupt(path, "holds object arrays or pickled data, which would need pickle to load; "
-                                 "refused") from err
+            raise _corrupt(
+                path, "holds object arrays or pickled data, which would need pickle to load; refused"
+            ) from err
         raise _corrupt(path, unreadable.format(_first_line(err))) from err
     except _READ_ERRORS as err:
         raise _corrupt(path, unreadable.format(_first_line(err))) from err
     missing = [key for key in required if key not in arrays]
     if missing:
-        raise _corrupt(path, f"missing array(s) {', '.join(map(repr, missing))} "
-                             f"(holds {', '.join(map(repr, sorted(arrays))) or 'nothing'})")
+        raise _corrupt(
+            path,
+            f"missing array(s) {', '.join(map(repr, missing))} "
+            f"(holds {', '.join(map(repr, sorted(arrays))) or 'nothing'})",
+        )
     return arrays
 
 
@@ -234,7 +263,9 @@ def load_table(path: str | Path) -> pd.DataFrame:
         raise _corrupt(path, "an empty CSV file (no columns)") from err
     except (*_READ_ERRORS, *_arrow_errors()) as err:
         kind = "Parquet" if parquet else "CSV"
-        raise _corrupt(path, f"not a readable {kind} file (truncated or corrupt: {_first_line(err)})") from err
+        raise _corrupt(
+            path, f"not a readable {kind} file (truncated or corrupt: {_first_line(err)})"
+        ) from err
 
 
 def save_json(obj: Any, path: str | Path) -> Path:
@@ -270,8 +301,10 @@ def write_run_marker(run_dir: str | Path, kind: str, fingerprint: str | None = N
     """Mark `run_dir` as made by the project, so that it may later be replaced or removed."""
     from . import __version__
 
-    return save_json({"kind": kind, "created_by": f"perinstance {__version__}", "fingerprint": fingerprint},
-                     Path(run_dir) / RUN_MARKER)
+    return save_json(
+        {"kind": kind, "created_by": f"perinstance {__version__}", "fingerprint": fingerprint},
+        Path(run_dir) / RUN_MARKER,
+    )
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -287,8 +320,9 @@ def _refusal(path: Path) -> RefusedOverwrite:
         what = "a directory that perinstance did not create"
     else:
         what = "an existing file"
-    return RefusedOverwrite(f"{path} is {what} (no {RUN_MARKER} marker); refusing to replace it: "
-                            "move it away or pass --force")
+    return RefusedOverwrite(
+        f"{path} is {what} (no {RUN_MARKER} marker); refusing to replace it: move it away or pass --force"
+    )
 
 
 def check_replaceable(path: str | Path, *, force: bool = False) -> None:
@@ -302,7 +336,10 @@ def check_replaceable(path: str | Path, *, force: bool = False) -> None:
 
 
 def remove_path(path: str | Path, *, force: bool = False) -> None:
-    """Remove a run directory the project made (or, with `force`, whatever `path` is; a link, not its target)."""
+    """Remove a run directory the project made.
+
+    With `force`, whatever `path` is (a link, not its target).
+    """
     path = Path(path)
     if not (path.exists() or path.is_symlink()):
         return

@@ -4,12 +4,21 @@ make per-example gradients (and hence per-instance privacy losses) ill-defined."
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["MaxPool2x2", "available_models", "build_model", "count_parameters", "group_norm"]
+__all__ = [
+    "MaxPool2x2",
+    "available_models",
+    "build_from_config",
+    "build_model",
+    "count_parameters",
+    "group_norm",
+]
 
 
 def group_norm(channels: int, groups: int) -> nn.GroupNorm:
@@ -42,15 +51,18 @@ class _MaxPool2x2Function(torch.autograd.Function):
         right = (bottom & (bottom_right > bottom_left)) | (~bottom & (top_right > top_left))
         h, w = output.shape[-2:]
         width = x.shape[-1]
-        corner = (torch.arange(h, device=x.device) * (2 * width)).unsqueeze(1) + torch.arange(w, device=x.device) * 2
+        corner = (torch.arange(h, device=x.device) * (2 * width)).unsqueeze(1) + torch.arange(
+            w, device=x.device
+        ) * 2
         indices = torch.add(corner, bottom, alpha=width).add_(right)
         ctx.save_for_backward(x, indices)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         x, indices = ctx.saved_tensors
-        return torch.ops.aten.max_pool2d_with_indices_backward(grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False,
-                                                               indices)
+        return torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, x, [2, 2], [2, 2], [0, 0], [1, 1], False, indices
+        )
 
 
 def _window_corners(x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -75,20 +87,27 @@ class MaxPool2x2(nn.Module):
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, in_channels: int, height: int, width_px: int, num_classes: int,
-                 width: int, norm_groups: int):
+    def __init__(
+        self, in_channels: int, height: int, width_px: int, num_classes: int, width: int, norm_groups: int
+    ):
         super().__init__()
         h, w = height // 4, width_px // 4
         if h < 1 or w < 1:
             raise ValueError(f"smallcnn needs inputs of at least 4x4 pixels, got {height}x{width_px}")
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), group_norm(width, norm_groups),
-            nn.ReLU(), MaxPool2x2(),
-            nn.Conv2d(width, 2 * width, 3, padding=1), group_norm(2 * width, norm_groups),
-            nn.ReLU(), MaxPool2x2(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            group_norm(width, norm_groups),
+            nn.ReLU(),
+            MaxPool2x2(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            group_norm(2 * width, norm_groups),
+            nn.ReLU(),
+            MaxPool2x2(),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(2 * width * h * w, 2 * width), nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(2 * width * h * w, 2 * width),
+            nn.ReLU(),
             nn.Linear(2 * width, num_classes),
         )
 
@@ -105,8 +124,9 @@ class BasicBlock(nn.Module):
         self.norm2 = group_norm(c_out, norm_groups)
         self.shortcut = nn.Identity()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False),
-                                          group_norm(c_out, norm_groups))
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride=stride, bias=False), group_norm(c_out, norm_groups)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = torch.relu(self.norm1(self.conv1(x)))
@@ -119,13 +139,13 @@ class ResNet18(nn.Module):
 
     def __init__(self, in_channels: int, num_classes: int, width: int, norm_groups: int):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
-                                  group_norm(width, norm_groups), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), group_norm(width, norm_groups), nn.ReLU()
+        )
         layers, c_in = [], width
         for i, c_out in enumerate([width, 2 * width, 4 * width, 8 * width]):
             stride = 1 if i == 0 else 2
-            layers += [BasicBlock(c_in, c_out, stride, norm_groups),
-                       BasicBlock(c_out, c_out, 1, norm_groups)]
+            layers += [BasicBlock(c_in, c_out, stride, norm_groups), BasicBlock(c_out, c_out, 1, norm_groups)]
             c_in = c_out
         self.layers = nn.Sequential(*layers)
         self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, num_classes))
@@ -150,11 +170,13 @@ def available_models() -> list[str]:
     return sorted(_BUILDERS)
 
 
-def build_model(name: str, *, num_classes: int, input_shape: tuple[int, int, int],
-                width: int = 16, norm_groups: int = 8) -> nn.Module:
+def build_model(
+    name: str, *, num_classes: int, input_shape: tuple[int, int, int], width: int = 16, norm_groups: int = 8
+) -> nn.Module:
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r} (config key model.name); "
-                         f"available: {', '.join(available_models())}")
+        raise ValueError(
+            f"unknown model {name!r} (config key model.name); available: {', '.join(available_models())}"
+        )
     if width < 1:
         raise ValueError(f"model.width must be >= 1, got {width}")
     if norm_groups < 1:
@@ -162,6 +184,20 @@ def build_model(name: str, *, num_classes: int, input_shape: tuple[int, int, int
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
     return _BUILDERS[name](num_classes, tuple(input_shape), width, norm_groups)
+
+
+def build_from_config(config: Mapping[str, Any], dataset) -> nn.Module:
+    """The experiment's architecture (config key `model`) for `dataset`'s classes and input shape
+    (any object with `num_classes` and `input_shape`, such as a data.Dataset), freshly initialised
+    from torch's global generator."""
+    spec = config["model"]
+    return build_model(
+        spec["name"],
+        width=spec["width"],
+        norm_groups=spec["norm_groups"],
+        num_classes=dataset.num_classes,
+        input_shape=dataset.input_shape,
+    )
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -83,8 +83,9 @@ def _check_chunk_size(chunk_size: int) -> None:
 # --------------------------------------------------------------------------- reference engines
 
 
-def per_example_grad_norms_reference(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                                     chunk_size: int = 256) -> torch.Tensor:
+def per_example_grad_norms_reference(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int = 256
+) -> torch.Tensor:
     """torch.func engine (model in eval mode): the readable definition the fast engine matches."""
     _check_chunk_size(chunk_size)
     named = dict(model.named_parameters())
@@ -100,20 +101,19 @@ def per_example_grad_norms_reference(model: torch.nn.Module, x: torch.Tensor, y:
     sq = torch.zeros(len(x), dtype=torch.float32, device=x.device)
     with _eval_mode(model):
         for s in range(0, len(x), chunk_size):
-            grads = per_example_grads(params, x[s:s + chunk_size], y[s:s + chunk_size])
+            grads = per_example_grads(params, x[s : s + chunk_size], y[s : s + chunk_size])
             # Reduce immediately so only one chunk of per-example gradients is alive.
-            sq[s:s + chunk_size] = sum(g.reshape(len(g), -1).float().pow(2).sum(1) for g in grads.values())
+            sq[s : s + chunk_size] = sum(g.reshape(len(g), -1).float().pow(2).sum(1) for g in grads.values())
     return sq.sqrt()
 
 
-def naive_per_example_grad_norms(model: torch.nn.Module, x: torch.Tensor,
-                                 y: torch.Tensor) -> torch.Tensor:
+def naive_per_example_grad_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """One backward pass per example: slow ground truth for tests and benchmarks."""
     params = [p for p in model.parameters() if p.requires_grad]
     out = torch.empty(len(x), dtype=torch.float32, device=x.device)
     with _eval_mode(model), torch.enable_grad():
         for i in range(len(x)):
-            loss = F.cross_entropy(model(x[i:i + 1]), y[i:i + 1])
+            loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
             grads = torch.autograd.grad(loss, params)
             out[i] = sum(g.float().pow(2).sum() for g in grads).sqrt()
     return out
@@ -153,7 +153,7 @@ def _conv_materialize_backend(x: torch.Tensor, rows_per_group: int) -> str:
 
 
 def _form(module: nn.Module, x: torch.Tensor, output: torch.Tensor, strategy: str) -> str:
-    """"rank1", "ghost", "materialize" (Linear), "unfold", "grouped" (Conv2d) or "closed"."""
+    """ "rank1", "ghost", "materialize" (Linear), "unfold", "grouped" (Conv2d) or "closed"."""
     if type(module) is nn.Linear:
         length = output.numel() // max(1, len(output) * module.out_features)
         if length == 1:
@@ -251,8 +251,11 @@ def _unfold(x: torch.Tensor, kernel_size, dilation, stride) -> torch.Tensor:
     b, c, h, w = x.shape
     (kh, kw), (dh, dw), (sh, sw) = kernel_size, dilation, stride
     ho, wo = (h - dh * (kh - 1) - 1) // sh + 1, (w - dw * (kw - 1) - 1) // sw + 1
-    patches = [x[:, :, i * dh:i * dh + (ho - 1) * sh + 1:sh, j * dw:j * dw + (wo - 1) * sw + 1:sw]
-               for i in range(kh) for j in range(kw)]
+    patches = [
+        x[:, :, i * dh : i * dh + (ho - 1) * sh + 1 : sh, j * dw : j * dw + (wo - 1) * sw + 1 : sw]
+        for i in range(kh)
+        for j in range(kw)
+    ]
     return torch.stack(patches, 2).reshape(b, c * kh * kw, ho * wo)
 
 
@@ -274,11 +277,22 @@ def _conv2d_sq(rec: _Record, g: torch.Tensor, keep: bool) -> tuple[torch.Tensor,
             # into channels: one native weight-gradient call yields all of them. (The op behind
             # torch.nn.grad.conv2d_weight, called directly: that wrapper's expanded dummy weight
             # gets copied in full by the CPU kernel; only the weight's shape matters.)
-            weight = torch.empty((b * o, m.in_channels // groups, *m.kernel_size), dtype=x.dtype, device=x.device)
+            weight = torch.empty(
+                (b * o, m.in_channels // groups, *m.kernel_size), dtype=x.dtype, device=x.device
+            )
             per_example = torch.ops.aten.convolution_backward(
-                g_.reshape(1, -1, *g.shape[2:]), x.reshape(1, -1, *x.shape[2:]), weight, None,
-                list(m.stride), list(padding), list(m.dilation), False, [0, 0], b * groups,
-                [False, True, False])[1]
+                g_.reshape(1, -1, *g.shape[2:]),
+                x.reshape(1, -1, *x.shape[2:]),
+                weight,
+                None,
+                list(m.stride),
+                list(padding),
+                list(m.dilation),
+                False,
+                [0, 0],
+                b * groups,
+                [False, True, False],
+            )[1]
             sq += _sq_sum(per_example.view(b, -1))
             if keep:
                 grads.append((m.weight, per_example.view(b, *m.weight.shape).sum(0)))
@@ -288,8 +302,12 @@ def _conv2d_sq(rec: _Record, g: torch.Tensor, keep: bool) -> tuple[torch.Tensor,
             cols = _unfold(x, m.kernel_size, m.dilation, m.stride)
             length = cols.shape[-1]
             # Rows are channel-major, so each group's rows are one contiguous block.
-            w_sq, w_sum = _weight_sq(cols.view(b, groups, -1, length), g.reshape(b, groups, o // groups, length),
-                                     rec.form == "ghost", keep)
+            w_sq, w_sum = _weight_sq(
+                cols.view(b, groups, -1, length),
+                g.reshape(b, groups, o // groups, length),
+                rec.form == "ghost",
+                keep,
+            )
             sq += w_sq
             if w_sum is not None:
                 grads.append((m.weight, w_sum.reshape(m.weight.shape)))
@@ -316,9 +334,17 @@ def _group_norm_sq(rec: _Record, g: torch.Tensor, keep: bool) -> tuple[torch.Ten
     # channel) sums: exactly the per-example weight and bias gradients, in one fused pass that
     # writes nothing the size of the activation. gamma only enters d/dx, which is not requested.
     _, d_weight, d_bias = torch.ops.aten.native_group_norm_backward(
-        g, x, mean.float().reshape(1, b * groups), rstd.float().reshape(1, b * groups),
-        torch.ones(b * c, dtype=torch.float32, device=x.device), 1, b * c, positions, b * groups,
-        [False, True, True])
+        g,
+        x,
+        mean.float().reshape(1, b * groups),
+        rstd.float().reshape(1, b * groups),
+        torch.ones(b * c, dtype=torch.float32, device=x.device),
+        1,
+        b * c,
+        positions,
+        b * groups,
+        [False, True, True],
+    )
     return _affine_result(m, d_weight.view(b, c), d_bias.view(b, c), keep)
 
 
@@ -377,14 +403,20 @@ def _kept_params(rec: _Record) -> list[nn.Parameter]:
 
 
 def _trainable_owners(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    return [(name, m) for name, m in model.named_modules()
-            if any(p.requires_grad for p in m.parameters(recurse=False))]
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if any(p.requires_grad for p in m.parameters(recurse=False))
+    ]
 
 
 def unsupported_modules(model: nn.Module) -> list[str]:
     """Why the fast engine cannot handle `model`, one line per obstacle found before running it."""
-    problems = [f"{name or '<root>'} ({type(m).__name__}) owns trainable parameters and has no rule"
-                for name, m in _trainable_owners(model) if type(m) not in _RULES]
+    problems = [
+        f"{name or '<root>'} ({type(m).__name__}) owns trainable parameters and has no rule"
+        for name, m in _trainable_owners(model)
+        if type(m) not in _RULES
+    ]
     seen: dict[int, str] = {}
     for name, p in model.named_parameters(remove_duplicate=False):
         if p.requires_grad and id(p) in seen:
@@ -408,7 +440,7 @@ class _Tap:
         self.records: list[_Record] = []
         self.handles: list = []
 
-    def __enter__(self) -> "_Tap":
+    def __enter__(self) -> _Tap:
         for name, m in self.owners:
             self.handles.append(m.register_forward_hook(self._capture(name)))
         return self
@@ -424,13 +456,22 @@ class _Tap:
             x = inputs[0] if inputs else None
             if not isinstance(x, torch.Tensor) or not isinstance(output, torch.Tensor):
                 return  # check() reports the missing record
-            rec = _Record(name, module, x.detach(), x._version, output, output._version,
-                          _form(module, x, output, self.strategy), x.grad_fn is None)
+            rec = _Record(
+                name,
+                module,
+                x.detach(),
+                x._version,
+                output,
+                output._version,
+                _form(module, x, output, self.strategy),
+                x.grad_fn is None,
+            )
             if type(module) is nn.GroupNorm:
                 rec.stats = _group_norm_stats(output, len(x), module.num_groups)
             self.records.append(rec)
             if self.on_grad is not None and output.requires_grad:
                 self.handles.append(output.register_hook(lambda g: self.on_grad(rec, g)))
+
         return hook
 
     def check(self) -> list[_Record]:
@@ -441,19 +482,21 @@ class _Tap:
             if rec.input._version != rec.input_version or rec.output._version != rec.output_version:
                 raise UnsupportedModelError(
                     f"fast per-example norms: the input or output of {rec.name} was modified in "
-                    "place after the module ran (use out-of-place ops, e.g. ReLU(inplace=False))")
+                    "place after the module ran (use out-of-place ops, e.g. ReLU(inplace=False))"
+                )
         odd = [f"{name} ran {calls.get(name, 0)} times" for name, _ in self.owners if calls.get(name, 0) != 1]
         if odd:
             raise UnsupportedModelError(
                 "fast per-example norms need every module that owns trainable parameters to run "
-                "exactly once per forward with a tensor input and output: " + ", ".join(odd))
+                "exactly once per forward with a tensor input and output: " + ", ".join(odd)
+            )
         return list(self.records)
 
     def reset(self) -> None:
         """Forget the records of the last forward and remove their gradient hooks."""
-        for h in self.handles[len(self.owners):]:
+        for h in self.handles[len(self.owners) :]:
             h.remove()
-        del self.handles[len(self.owners):]
+        del self.handles[len(self.owners) :]
         for rec in self.records:
             rec.input = rec.output = rec.stats = None
         self.records.clear()
@@ -468,8 +511,9 @@ def _layer_sq(rec: _Record, g: torch.Tensor, keep: bool = False) -> tuple[torch.
 # --------------------------------------------------------------------------- fast engine
 
 
-def per_example_grad_norms_fast(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                                chunk_size: int = 256, strategy: str = "auto") -> torch.Tensor:
+def per_example_grad_norms_fast(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int = 256, strategy: str = "auto"
+) -> torch.Tensor:
     """Fast engine (model in eval mode); raises `UnsupportedModelError` where it cannot be exact.
 
     `strategy` forces one form for Conv2d and sequence Linear layers: "ghost" (Gram matrices),
@@ -481,10 +525,10 @@ def per_example_grad_norms_fast(model: torch.nn.Module, x: torch.Tensor, y: torc
     with _eval_mode(model), torch.enable_grad(), _Tap(model, strategy) as tap:
         for s in range(0, len(x), chunk_size):
             tap.reset()
-            logits = model(x[s:s + chunk_size].detach())
+            logits = model(x[s : s + chunk_size].detach())
             # A sum, not a mean: the gradient w.r.t. example i's activations is then the gradient
             # of example i's own loss, unscaled by the chunk size.
-            loss = F.cross_entropy(logits, y[s:s + chunk_size], reduction="sum")
+            loss = F.cross_entropy(logits, y[s : s + chunk_size], reduction="sum")
             records = [r for r in tap.check() if r.output.requires_grad]
             if not records:
                 continue
@@ -492,19 +536,24 @@ def per_example_grad_norms_fast(model: torch.nn.Module, x: torch.Tensor, y: torc
             # kernel, which the norms never need.
             grads = list(torch.autograd.grad(loss, [r.output for r in records], allow_unused=True))
             del logits, loss
-            sq = torch.zeros(len(x[s:s + chunk_size]), dtype=torch.float32, device=x.device)
+            sq = torch.zeros(len(x[s : s + chunk_size]), dtype=torch.float32, device=x.device)
             for i, rec in enumerate(records):
                 g, grads[i] = grads[i], None
                 if g is not None:
                     sq += _layer_sq(rec, g)[0]
                 rec.input = None
-            out[s:s + chunk_size] = sq.sqrt()
+            out[s : s + chunk_size] = sq.sqrt()
     return out
 
 
-def loss_backward_with_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                             strategy: str = "auto", reuse_per_example: bool = True,
-                             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def loss_backward_with_norms(
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    strategy: str = "auto",
+    reuse_per_example: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training forward/backward that also yields each example's gradient norm.
 
     Runs the model in its current mode, computes `losses = CE(model(x), y, reduction="none")`
@@ -596,15 +645,20 @@ def _plain_backward_then_reference(model, x, y):
 
 
 def _warn_fallback(reason: str) -> None:
-    warnings.warn(f"fast per-example gradient norms unavailable, using the torch.func reference "
-                  f"engine instead: {reason}", RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"fast per-example gradient norms unavailable, using the torch.func reference "
+        f"engine instead: {reason}",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 # --------------------------------------------------------------------------- entry points
 
 
-def per_example_grad_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,
-                           chunk_size: int = 256, engine: str = "fast") -> torch.Tensor:
+def per_example_grad_norms(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int = 256, engine: str = "fast"
+) -> torch.Tensor:
     """float32 [N] norms of each example's own loss gradient, model in eval mode.
 
     `.grad` and module modes are left as they were. engine="fast" falls back to the reference
@@ -622,9 +676,17 @@ def per_example_grad_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Ten
         return per_example_grad_norms_reference(model, x, y, chunk_size=chunk_size)
 
 
-def dataset_grad_norms(model: torch.nn.Module, x, y, *, batch_size: int = 512, device=None,
-                       progress: bool = False, desc: str = "grad norms",
-                       engine: str = "fast") -> np.ndarray:
+def dataset_grad_norms(
+    model: torch.nn.Module,
+    x,
+    y,
+    *,
+    batch_size: int = 512,
+    device=None,
+    progress: bool = False,
+    desc: str = "grad norms",
+    engine: str = "fast",
+) -> np.ndarray:
     """Norms for a dataset that may not fit on the device; returns float32 numpy [N]."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -633,7 +695,7 @@ def dataset_grad_norms(model: torch.nn.Module, x, y, *, batch_size: int = 512, d
         device = next(model.parameters()).device
     out = np.empty(len(x), dtype=np.float32)
     for s in tqdm(range(0, len(x), batch_size), desc=desc, disable=not progress):
-        xb = x[s:s + batch_size].to(device)
-        yb = y[s:s + batch_size].to(device)
-        out[s:s + len(xb)] = per_example_grad_norms(model, xb, yb, engine=engine).cpu().numpy()
+        xb = x[s : s + batch_size].to(device)
+        yb = y[s : s + batch_size].to(device)
+        out[s : s + len(xb)] = per_example_grad_norms(model, xb, yb, engine=engine).cpu().numpy()
     return out

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
+# the unlearning methods (unlearning.METHODS implements them; a test keeps the two and the schema equal)
+UNLEARNING_METHODS = ("finetune", "sgld", "l1sparse")
 PRIVACY_SCORE = "privacy_loss"
 RANDOM_SCORE = "random"
 # seeds of retrained models, offset so they never coincide with the original models' seeds
@@ -24,7 +26,7 @@ class UnlearningJob(NamedTuple):
     method: str
     score: str
     group: str
-    seed: int
+    run: int  # unlearning run u of (method, group); it starts from original_seed(config, u)
 
 
 def privacy_groups(config: dict[str, Any]) -> list[Group]:
@@ -32,14 +34,17 @@ def privacy_groups(config: dict[str, Any]) -> list[Group]:
     spec = config["groups"]
     bins = spec["linear_bins"] + spec["log_bins"]
     kinds = [k for k in ("low", "mid", "high") if k in spec["privacy_kinds"]]
-    return [Group(PRIVACY_SCORE, k) for k in kinds] + [Group(PRIVACY_SCORE, f"top{i + 1}") for i in range(bins)]
+    return [Group(PRIVACY_SCORE, k) for k in kinds] + [
+        Group(PRIVACY_SCORE, f"top{i + 1}") for i in range(bins)
+    ]
 
 
 def comparison_groups(config: dict[str, Any]) -> list[Group]:
     """The `high` group of every configured proxy, and the random baselines."""
     spec = config["groups"]
-    return ([Group(score, "high") for score in spec["proxy_scores"]]
-            + [Group(RANDOM_SCORE, f"random{j}") for j in range(spec["random_groups"])])
+    return [Group(score, "high") for score in spec["proxy_scores"]] + [
+        Group(RANDOM_SCORE, f"random{j}") for j in range(spec["random_groups"])
+    ]
 
 
 def all_groups(config: dict[str, Any]) -> list[Group]:
@@ -48,24 +53,33 @@ def all_groups(config: dict[str, Any]) -> list[Group]:
 
 def unlearning_jobs(config: dict[str, Any]) -> list[UnlearningJob]:
     spec = config["unlearning"]
-    seeds = range(spec["seeds"])
-    jobs = [UnlearningJob(m, g.score, g.group, s) for m in spec["methods"] for g in privacy_groups(config) for s in seeds]
-    jobs += [UnlearningJob(m, g.score, g.group, s) for m in spec["proxy_methods"] for g in comparison_groups(config)
-             for s in seeds]
+    runs = range(spec["seeds"])
+    jobs = [
+        UnlearningJob(m, g.score, g.group, u)
+        for m in spec["methods"]
+        for g in privacy_groups(config)
+        for u in runs
+    ]
+    jobs += [
+        UnlearningJob(m, g.score, g.group, u)
+        for m in spec["proxy_methods"]
+        for g in comparison_groups(config)
+        for u in runs
+    ]
     return list(dict.fromkeys(jobs))
 
 
-def original_seed(config: dict[str, Any], unlearning_seed: int) -> int:
+def original_seed(config: dict[str, Any], run: int) -> int:
     """Unlearning run u starts from the original model of seeds[u mod len(seeds)], or of
     groups.ranking_seed when the groups come from that model's own ranking."""
     if config["groups"]["ranking_seed"] is not None:
         return config["groups"]["ranking_seed"]
     seeds = config["seeds"]
-    return seeds[unlearning_seed % len(seeds)]
+    return seeds[run % len(seeds)]
 
 
-def oracle_seed(oracle: int) -> int:
-    return ORACLE_SEED_OFFSET + oracle
+def oracle_seed(replicate: int) -> int:
+    return ORACLE_SEED_OFFSET + replicate
 
 
 def holdout_seed(model_id: int) -> int:

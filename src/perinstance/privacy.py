@@ -31,12 +31,15 @@ how much one example moves the training run, not differential-privacy guarantees
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from opacus.accountants import RDPAccountant
 from opacus.accountants.analysis import rdp as opacus_rdp
+
+from .settings import Settings, as_settings
 
 # Interpolation (method `interpolate`): per (sample rate, order), log RDP is interpolated linearly in
 # log10 z between knots: a coarse log-spaced base grid whose intervals are checked at their two
@@ -70,7 +73,9 @@ def rdp_orders(alpha: float, orders: Sequence[float]) -> np.ndarray:
 
 def _opacus_rdp(q: float, z: float, order: float) -> float:
     # float64 on purpose: Opacus silently returns wrong values for float32 noise multipliers
-    rdp = opacus_rdp.compute_rdp(q=float(q), noise_multiplier=float(np.float64(z)), steps=1, orders=[float(order)])
+    rdp = opacus_rdp.compute_rdp(
+        q=float(q), noise_multiplier=float(np.float64(z)), steps=1, orders=[float(order)]
+    )
     return float(np.asarray(rdp, dtype=np.float64).reshape(-1)[0])
 
 
@@ -109,7 +114,7 @@ class _OrderGrid:
         self.knots: tuple[np.ndarray, np.ndarray] = (np.empty(0), np.empty(0))
 
     def _log_rdp(self, position: float) -> float:
-        return math.log(max(_opacus_rdp(self.q, 10.0 ** position, self.order), 1e-300))
+        return math.log(max(_opacus_rdp(self.q, 10.0**position, self.order), 1e-300))
 
     def _base(self, k: int) -> float:
         if k not in self.base:
@@ -133,8 +138,15 @@ class _OrderGrid:
         if k not in self.inner:
             xs: list[float] = []
             fs: list[float] = []
-            self._refine(k / _BASE_POINTS_PER_DECADE, self._base(k), (k + 1) / _BASE_POINTS_PER_DECADE,
-                         self._base(k + 1), 0, xs, fs)
+            self._refine(
+                k / _BASE_POINTS_PER_DECADE,
+                self._base(k),
+                (k + 1) / _BASE_POINTS_PER_DECADE,
+                self._base(k + 1),
+                0,
+                xs,
+                fs,
+            )
             self.inner[k] = (xs, fs)
         return self.inner[k]
 
@@ -165,8 +177,9 @@ def _interpolated_rdp(q: float, values: np.ndarray, order: float) -> np.ndarray:
     return np.exp(np.interp(position, xs, fs))
 
 
-def subsampled_gaussian_rdp(q: float, noise_multiplier: np.ndarray, orders: np.ndarray,
-                            method: str = "auto") -> np.ndarray:
+def subsampled_gaussian_rdp(
+    q: float, noise_multiplier: np.ndarray, orders: np.ndarray, method: str = "auto"
+) -> np.ndarray:
     """RDP of one Poisson-subsampled Gaussian step, for every noise multiplier: [..., len(orders)].
 
     method: `exact` calls Opacus for every distinct value; `interpolate` interpolates log RDP
@@ -193,7 +206,9 @@ def subsampled_gaussian_rdp(q: float, noise_multiplier: np.ndarray, orders: np.n
     if method == "auto":
         method = "exact" if values.size <= 500 else "interpolate"
     if method not in ("exact", "interpolate"):
-        raise ValueError(f"unknown rdp method {method!r} (config key privacy.rdp_method): exact, interpolate, auto")
+        raise ValueError(
+            f"unknown rdp method {method!r} (config key privacy.rdp_method): exact, interpolate, auto"
+        )
     columns = np.empty((values.size, len(orders)), dtype=np.float64)
     for j, order in enumerate(orders.tolist()):
         far = values >= asymptotic_switch(q, order)
@@ -203,7 +218,9 @@ def subsampled_gaussian_rdp(q: float, noise_multiplier: np.ndarray, orders: np.n
             continue
         if method == "exact":
             unique, inverse = np.unique(near, return_inverse=True)
-            columns[~far, j] = np.array([_opacus_rdp(q, v, order) for v in unique.tolist()])[inverse.reshape(-1)]
+            columns[~far, j] = np.array([_opacus_rdp(q, v, order) for v in unique.tolist()])[
+                inverse.reshape(-1)
+            ]
         else:
             columns[~far, j] = _interpolated_rdp(q, near, order)
     out[finite] = columns
@@ -235,8 +252,9 @@ def _lr_levels(step_lrs: np.ndarray, max_levels: int) -> tuple[np.ndarray, np.nd
     return np.array([c.mean() for c in chunks]), np.array([len(c) for c in chunks])
 
 
-def checkpoint_step_groups(checkpoint_steps: Sequence[int], lr: np.ndarray, *, include_step0: bool = False,
-                           max_lr_levels: int = 16) -> tuple[np.ndarray, StepGroups]:
+def checkpoint_step_groups(
+    checkpoint_steps: Sequence[int], lr: np.ndarray, *, include_step0: bool = False, max_lr_levels: int = 16
+) -> tuple[np.ndarray, StepGroups]:
     """Which checkpoints enter P and which steps each one stands for.
 
     Checkpoint j stands for steps [t_j, t_{j+1}); the first used checkpoint also stands for
@@ -268,8 +286,17 @@ def noise_multiplier(grad_norm: np.ndarray, lr: float, batch_size: int, beta: fl
         return batch_size * np.sqrt(2.0 / (lr * beta)) / g
 
 
-def per_instance_rdp(norms: np.ndarray, groups: StepGroups, *, sample_rate: float, batch_size: int, beta: float,
-                     orders: np.ndarray, clip: float | None = None, method: str = "auto") -> np.ndarray:
+def per_instance_rdp(
+    norms: np.ndarray,
+    groups: StepGroups,
+    *,
+    sample_rate: float,
+    batch_size: int,
+    beta: float,
+    orders: np.ndarray,
+    clip: float | None = None,
+    method: str = "auto",
+) -> np.ndarray:
     """Composed per-instance RDP, float64 [n, len(orders)]: P(x, alpha) = sum_t eps_t(alpha; x).
 
     norms: [n, J] gradient norm of every example at each of the J observations in `groups`
@@ -281,7 +308,9 @@ def per_instance_rdp(norms: np.ndarray, groups: StepGroups, *, sample_rate: floa
     """
     norms = np.asarray(norms, dtype=np.float64)
     if norms.ndim != 2 or norms.shape[1] != len(groups.lrs):
-        raise ValueError(f"norms must be [n, {len(groups.lrs)}] (one column per step group), got {norms.shape}")
+        raise ValueError(
+            f"norms must be [n, {len(groups.lrs)}] (one column per step group), got {norms.shape}"
+        )
     if np.any(~np.isfinite(norms)) or np.any(norms < 0):
         raise ValueError("gradient norms must be finite and non-negative")
     if clip is not None:
@@ -294,8 +323,16 @@ def per_instance_rdp(norms: np.ndarray, groups: StepGroups, *, sample_rate: floa
     return total
 
 
-def worst_case_rdp(max_norms: np.ndarray, groups: StepGroups, *, sample_rate: float, batch_size: int,
-                   beta: float, orders: np.ndarray, delta: float) -> tuple[np.ndarray, float, float]:
+def worst_case_rdp(
+    max_norms: np.ndarray,
+    groups: StepGroups,
+    *,
+    sample_rate: float,
+    batch_size: int,
+    beta: float,
+    orders: np.ndarray,
+    delta: float,
+) -> tuple[np.ndarray, float, float]:
     """Data-independent baseline through Opacus' RDP accountant.
 
     max_norms[j] is the sensitivity bound during group j (the clip C, or the largest observed
@@ -310,20 +347,30 @@ def worst_case_rdp(max_norms: np.ndarray, groups: StepGroups, *, sample_rate: fl
     rdp = np.zeros(len(orders))
     for z, q, steps in accountant.history:
         if np.isfinite(z):
-            rdp += np.asarray(opacus_rdp.compute_rdp(q=q, noise_multiplier=z, steps=steps, orders=orders.tolist()))
+            rdp += np.asarray(
+                opacus_rdp.compute_rdp(q=q, noise_multiplier=z, steps=steps, orders=orders.tolist())
+            )
     epsilon, best = opacus_rdp.get_privacy_spent(orders=orders.tolist(), rdp=rdp.tolist(), delta=delta)
     return rdp, float(epsilon), float(best)
 
 
-def online_norms(presentation_step: np.ndarray, presentation_example: np.ndarray, presentation_grad_norm: np.ndarray,
-                 n: int, steps_per_epoch: int, epochs: int) -> np.ndarray:
+def online_norms(
+    presentation_step: np.ndarray,
+    presentation_example: np.ndarray,
+    presentation_grad_norm: np.ndarray,
+    n: int,
+    steps_per_epoch: int,
+    epochs: int,
+) -> np.ndarray:
     """In-batch gradient norms as [n, epochs]: the mean of each example's presentations per epoch.
 
     Epochs in which an example was never drawn (Poisson sampling) reuse its latest earlier
     observation, or the first later one.
     """
     if np.isnan(presentation_grad_norm).all():
-        raise ValueError("the run recorded no in-batch gradient norms (training.dynamics.batch_grad_norms was false)")
+        raise ValueError(
+            "the run recorded no in-batch gradient norms (training.dynamics.batch_grad_norms was false)"
+        )
     epoch = presentation_step // steps_per_epoch
     sums = np.zeros((n, epochs))
     counts = np.zeros((n, epochs))
@@ -344,13 +391,20 @@ def online_norms(presentation_step: np.ndarray, presentation_example: np.ndarray
 
 def epoch_step_groups(lr: np.ndarray, steps_per_epoch: int, max_lr_levels: int = 16) -> StepGroups:
     """Every epoch's steps as one group (the online estimator's observation interval)."""
-    chunks = [lr[a:a + steps_per_epoch] for a in range(0, len(lr), steps_per_epoch)]
+    chunks = [lr[a : a + steps_per_epoch] for a in range(0, len(lr), steps_per_epoch)]
     lrs, counts = zip(*(_lr_levels(c, max_lr_levels) for c in chunks))
     return StepGroups(list(lrs), list(counts))
 
 
-def online_rdp(dynamics: dict[str, np.ndarray], *, beta: float, orders: np.ndarray, clip: float | None = None,
-               method: str = "auto", max_lr_levels: int = 16) -> np.ndarray:
+def online_rdp(
+    dynamics: dict[str, np.ndarray],
+    *,
+    beta: float,
+    orders: np.ndarray,
+    clip: float | None = None,
+    method: str = "auto",
+    max_lr_levels: int = 16,
+) -> np.ndarray:
     """The online estimator, float64 [n, len(orders)]: P composed from the in-batch norms a
     training run recorded, each epoch's mean norm standing for every step of that epoch.
 
@@ -360,24 +414,36 @@ def online_rdp(dynamics: dict[str, np.ndarray], *, beta: float, orders: np.ndarr
     """
     steps_per_epoch = int(dynamics["steps_per_epoch"])
     epochs = len(dynamics["lr"]) // steps_per_epoch
-    observed = online_norms(dynamics["presentation_step"], dynamics["presentation_example"],
-                            dynamics["presentation_grad_norm"].astype(np.float64), len(dynamics["train_index"]),
-                            steps_per_epoch, epochs)
+    observed = online_norms(
+        dynamics["presentation_step"],
+        dynamics["presentation_example"],
+        dynamics["presentation_grad_norm"].astype(np.float64),
+        len(dynamics["train_index"]),
+        steps_per_epoch,
+        epochs,
+    )
     batch_size, sample_rate = sampling_of_run(dynamics)
-    return per_instance_rdp(observed, epoch_step_groups(dynamics["lr"], steps_per_epoch, max_lr_levels),
-                            sample_rate=sample_rate, batch_size=batch_size, beta=beta, orders=orders, clip=clip,
-                            method=method)
+    return per_instance_rdp(
+        observed,
+        epoch_step_groups(dynamics["lr"], steps_per_epoch, max_lr_levels),
+        sample_rate=sample_rate,
+        batch_size=batch_size,
+        beta=beta,
+        orders=orders,
+        clip=clip,
+        method=method,
+    )
 
 
-def privacy_settings(config: dict[str, Any]) -> dict[str, Any]:
-    """The accounting parameters of an experiment, resolved from its config."""
-    privacy = config["privacy"]
+def privacy_settings(config: Mapping[str, Any] | Settings) -> dict[str, Any]:
+    """The accounting parameters of an experiment, resolved from its config (a dict or Settings)."""
+    privacy = as_settings(config).privacy
     return {
-        "alpha": float(privacy["alpha"]),
-        "orders": rdp_orders(privacy["alpha"], privacy["orders"]),
-        "beta": float(privacy["beta"]),
-        "clip": privacy["clip"],
-        "include_step0": privacy["include_step0"],
-        "method": privacy["rdp_method"],
-        "delta": float(privacy["delta"]),
+        "alpha": float(privacy.alpha),
+        "orders": rdp_orders(privacy.alpha, privacy.orders),
+        "beta": float(privacy.beta),
+        "clip": privacy.clip,
+        "include_step0": privacy.include_step0,
+        "method": privacy.rdp_method,
+        "delta": float(privacy.delta),
     }

@@ -1,8 +1,15 @@
 """Difficulty proxies the privacy loss is compared with, and their rank correlations.
 
-Every score named `*_hardness` (and every column in `hardness_columns()`) is aligned so that
+Every score named `*_hardness`, and every proxy column of the scores table, is aligned so that
 higher = harder; raw quantities (cumulative accuracy, C-scores) point the other way and are
-flipped only by the `*_hardness` helpers, so each sign flip happens in exactly one place.
+flipped only by the `*_hardness` helpers, so each sign flip happens in exactly one place:
+
+    el2n                mean over seeds of ||softmax(f(x)) - onehot(y)||_2 at the early epoch
+    forgetting_events   mean over seeds of correct->incorrect transitions between consecutive
+                        presentations; never-learned examples get that seed's max + 1
+    learning_speed      1 - mean over seeds of the fraction of x's presentations classified correctly
+    cscore_holdout      1 - mean softmax probability of y over holdout models that did not train on x
+    cscore_published    1 - published CIFAR-10 C-score (Jiang et al. 2021)
 
 Inputs come from `dynamics.npz` of a training run (see training.py): per-presentation records
 (`presentation_step`, `presentation_example`, `presentation_correct`) and `early_logits`.
@@ -16,8 +23,8 @@ import itertools
 import math
 import re
 import zipfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,18 +39,6 @@ _HOLDOUT_STREAM = 0x686F6C64
 # Upper bound on the elements of one [resamples, n] block in the Spearman bootstrap; keeps
 # peak memory near 100 MB at n = 50,000.
 _BOOT_BLOCK_ELEMENTS = 2_000_000
-
-
-def hardness_columns() -> dict[str, str]:
-    """Proxy column name -> the encoding that makes it a hardness (higher = harder)."""
-    return {
-        "el2n": "mean over seeds of ||softmax(f(x)) - onehot(y)||_2 at the early epoch",
-        "forgetting_events": ("mean over seeds of correct->incorrect transitions between consecutive "
-                              "presentations; never-learned examples get that seed's max + 1"),
-        "learning_speed": "1 - mean over seeds of the fraction of x's presentations classified correctly",
-        "cscore_holdout": "1 - mean softmax probability of y over holdout models that did not train on x",
-        "cscore_published": "1 - published CIFAR-10 C-score (Jiang et al. 2021)",
-    }
 
 
 # --------------------------------------------------------------------------- EL2N
@@ -66,7 +61,9 @@ def el2n(early_logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
     for seed_no, logits in enumerate(early_logits):
         z = np.asarray(logits, dtype=np.float64)
         if z.ndim != 2 or z.shape[0] != len(labels):
-            raise ValueError(f"early logits of seed {seed_no} have shape {z.shape}; expected ({len(labels)}, C)")
+            raise ValueError(
+                f"early logits of seed {seed_no} have shape {z.shape}; expected ({len(labels)}, C)"
+            )
         if labels.size and (labels.min() < 0 or labels.max() >= z.shape[1]):
             raise ValueError(f"labels outside 0..{z.shape[1] - 1} for {z.shape[1]} classes")
         if not np.isfinite(z).all():
@@ -84,13 +81,19 @@ def el2n(early_logits: Sequence[np.ndarray], labels: np.ndarray) -> np.ndarray:
 
 def _presentations(step, example, correct, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     step, example, correct = np.asarray(step), np.asarray(example), np.asarray(correct)
-    if not (step.ndim == example.ndim == correct.ndim == 1) or not (len(step) == len(example) == len(correct)):
-        raise ValueError(f"presentation arrays must be 1-D of equal length, got shapes "
-                         f"{step.shape}, {example.shape}, {correct.shape}")
+    if not (step.ndim == example.ndim == correct.ndim == 1) or not (
+        len(step) == len(example) == len(correct)
+    ):
+        raise ValueError(
+            f"presentation arrays must be 1-D of equal length, got shapes "
+            f"{step.shape}, {example.shape}, {correct.shape}"
+        )
     if not np.issubdtype(example.dtype, np.integer):
         raise ValueError(f"presentation examples must be integers, got {example.dtype}")
     if example.size and (example.min() < 0 or example.max() >= n):
-        raise ValueError(f"presentation examples must lie in 0..{n - 1}, found {example.min()}..{example.max()}")
+        raise ValueError(
+            f"presentation examples must lie in 0..{n - 1}, found {example.min()}..{example.max()}"
+        )
     if correct.dtype != bool:
         if not np.isin(correct, (0, 1)).all():
             raise ValueError("presentation correctness must be boolean (or 0/1)")
@@ -119,23 +122,28 @@ def forgetting_events(step, example, correct, n: int) -> tuple[np.ndarray, np.nd
     return events, never_learned
 
 
-def forgetting_hardness(events_per_seed: Sequence[np.ndarray],
-                        never_learned_per_seed: Sequence[np.ndarray]) -> np.ndarray:
+def forgetting_hardness(
+    events_per_seed: Sequence[np.ndarray], never_learned_per_seed: Sequence[np.ndarray]
+) -> np.ndarray:
     """Forgetting events as a hardness, float64 [n]: mean over seeds.
 
     A never-learned example has zero events, which would rank it with the easiest; per seed it
     gets (max events over that seed's examples) + 1 instead, so it ranks hardest in every seed.
     """
     if len(events_per_seed) == 0 or len(events_per_seed) != len(never_learned_per_seed):
-        raise ValueError(f"need one never-learned mask per events array and at least one seed, got "
-                         f"{len(events_per_seed)} events and {len(never_learned_per_seed)} masks")
+        raise ValueError(
+            f"need one never-learned mask per events array and at least one seed, got "
+            f"{len(events_per_seed)} events and {len(never_learned_per_seed)} masks"
+        )
     encoded = []
     for seed_no, (events, never) in enumerate(zip(events_per_seed, never_learned_per_seed)):
         events = np.asarray(events, dtype=np.float64)
         never = np.asarray(never, dtype=bool)
         if events.ndim != 1 or events.shape != never.shape:
-            raise ValueError(f"seed {seed_no}: events {events.shape} and never_learned {never.shape} "
-                             "must be 1-D of equal length")
+            raise ValueError(
+                f"seed {seed_no}: events {events.shape} and never_learned {never.shape} "
+                "must be 1-D of equal length"
+            )
         if encoded and events.shape != encoded[0].shape:
             raise ValueError(f"seed {seed_no} has {len(events)} examples, seed 0 has {len(encoded[0])}")
         top = events.max() if events.size else 0.0
@@ -170,8 +178,9 @@ def _stack_seeds(per_seed: Sequence[np.ndarray], what: str) -> np.ndarray:
         raise ValueError(f"{what} needs at least one seed")
     arrays = [np.asarray(a, dtype=np.float64) for a in per_seed]
     if any(a.ndim != 1 or a.shape != arrays[0].shape for a in arrays):
-        raise ValueError(f"{what}: every seed must give a 1-D array of the same length, got "
-                         f"{[a.shape for a in arrays]}")
+        raise ValueError(
+            f"{what}: every seed must give a 1-D array of the same length, got {[a.shape for a in arrays]}"
+        )
     return np.stack(arrays)
 
 
@@ -220,7 +229,9 @@ def cscore_holdout(prob_true: np.ndarray, trained_on: np.ndarray) -> tuple[np.nd
     return c, count
 
 
-def load_published_cscores(path: str | Path, labels: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
+def load_published_cscores(
+    path: str | Path, labels: np.ndarray, index: np.ndarray | None = None
+) -> np.ndarray:
     """Published CIFAR-10 C-scores (Jiang et al. 2021), float64, validated against the dataset.
 
     `labels` are the labels of the full CIFAR-10 train set in torchvision order (the file's
@@ -230,12 +241,15 @@ def load_published_cscores(path: str | Path, labels: np.ndarray, index: np.ndarr
     if not path.is_file():
         raise FileNotFoundError(
             f"published C-scores not found at {path}: download {PUBLISHED_CSCORES_FILE} (Jiang et al. 2021, "
-            f"https://pluskid.github.io/structural-regularity/) and put it under resources/")
+            f"https://pluskid.github.io/structural-regularity/) and put it under resources/"
+        )
     try:
         archive = np.load(path, allow_pickle=False)
     except ValueError as err:  # numpy refuses anything that is neither .npy nor .npz without pickle
-        raise ValueError(f"{path} is not a plain .npz: numpy would have to unpickle it, which is refused for "
-                         f"safety; expected numeric arrays 'labels' and 'scores' ({err})") from err
+        raise ValueError(
+            f"{path} is not a plain .npz: numpy would have to unpickle it, which is refused for "
+            f"safety; expected numeric arrays 'labels' and 'scores' ({err})"
+        ) from err
     except (OSError, zipfile.BadZipFile, EOFError) as err:
         raise ValueError(f"{path} is not a readable .npz archive ({err})") from err
     if not isinstance(archive, np.lib.npyio.NpzFile):
@@ -248,8 +262,10 @@ def load_published_cscores(path: str | Path, labels: np.ndarray, index: np.ndarr
             try:
                 arrays[key] = archive[key]
             except ValueError as err:
-                raise ValueError(f"{path}: array {key!r} is an object array, which needs pickle and is "
-                                 f"refused; expected numeric data ({err})") from err
+                raise ValueError(
+                    f"{path}: array {key!r} is an object array, which needs pickle and is "
+                    f"refused; expected numeric data ({err})"
+                ) from err
     file_labels, scores = arrays["labels"], arrays["scores"]
     for key, arr in arrays.items():
         if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
@@ -260,23 +276,31 @@ def load_published_cscores(path: str | Path, labels: np.ndarray, index: np.ndarr
         raise ValueError(f"{path}: 'labels' {file_labels.shape} and 'scores' {scores.shape} differ in shape")
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) != len(scores):
-        raise ValueError(f"{path} holds {len(scores)} scores but the dataset's train set has {labels.shape} "
-                         "labels; pass the labels of the full CIFAR-10 train set in torchvision order")
+        raise ValueError(
+            f"{path} holds {len(scores)} scores but the dataset's train set has {labels.shape} "
+            "labels; pass the labels of the full CIFAR-10 train set in torchvision order"
+        )
     differ = int(np.count_nonzero(file_labels != labels))
     if differ:
-        raise ValueError(f"{path}: {differ} of {len(labels)} labels differ from the dataset's; the file must be "
-                         "in torchvision train order for this dataset")
+        raise ValueError(
+            f"{path}: {differ} of {len(labels)} labels differ from the dataset's; the file must be "
+            "in torchvision train order for this dataset"
+        )
     scores = scores.astype(np.float64)
     bad = ~np.isfinite(scores) | (scores < 0) | (scores > 1)
     if bad.any():
-        raise ValueError(f"{path}: {int(bad.sum())} scores are non-finite or outside [0, 1] "
-                         f"(range {np.nanmin(scores):.4g}..{np.nanmax(scores):.4g})")
+        raise ValueError(
+            f"{path}: {int(bad.sum())} scores are non-finite or outside [0, 1] "
+            f"(range {np.nanmin(scores):.4g}..{np.nanmax(scores):.4g})"
+        )
     if index is None:
         return scores
     index = np.asarray(index)
     if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
-        raise ValueError(f"index must be a 1-D integer array of dataset indices, got shape {index.shape} "
-                         f"dtype {index.dtype}")
+        raise ValueError(
+            f"index must be a 1-D integer array of dataset indices, got shape {index.shape} "
+            f"dtype {index.dtype}"
+        )
     if index.size and (index.min() < 0 or index.max() >= len(scores)):
         raise ValueError(f"index must lie in 0..{len(scores) - 1}, found {index.min()}..{index.max()}")
     return scores[index]
@@ -315,8 +339,9 @@ def _weighted_midranks(w: np.ndarray, ties: tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _example_weight_blocks(n: int, n_boot: int, rng: np.random.Generator):
-    """Yield (first resample, w) blocks; w[b, i] = copies of row i in that resample (rows drawn with replacement).
+    """Yield (first resample, w) blocks.
 
+    w[b, i] = copies of row i in that resample (rows drawn with replacement).
     The one source of example resamples: the example-only and the seed-and-example bootstraps
     draw the same rows from the same generator, so their replicates differ only by the seeds.
     """
@@ -343,7 +368,7 @@ def _spearman_bootstrap(x: np.ndarray, y: np.ndarray, n_boot: int, rng: np.rando
     tx, ty = _tie_structure(x), _tie_structure(y)
     out = np.empty(n_boot, dtype=np.float64)
     for start, w in _example_weight_blocks(len(x), n_boot, rng):
-        out[start:start + len(w)] = _weighted_spearman(w, tx, ty)
+        out[start : start + len(w)] = _weighted_spearman(w, tx, ty)
     return out
 
 
@@ -353,12 +378,16 @@ def _seed_mean(per_seed: np.ndarray, draw: np.ndarray) -> np.ndarray:
 
 
 def _seed_draws(n_seeds: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """int [n_boot, n_seeds]: seeds drawn with replacement per resample, sorted so a multiset has one spelling."""
+    """int [n_boot, n_seeds]: seeds drawn with replacement per resample.
+
+    Sorted so a multiset has one spelling.
+    """
     return np.sort(rng.integers(0, n_seeds, size=(n_boot, n_seeds)), axis=1)
 
 
-def _spearman_bootstrap_seeds(xs: np.ndarray, ys: np.ndarray, draws: np.ndarray,
-                              rng: np.random.Generator) -> np.ndarray:
+def _spearman_bootstrap_seeds(
+    xs: np.ndarray, ys: np.ndarray, draws: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Two-level bootstrap of Spearman rho: resample seeds, then examples.
 
     xs [Sx, n] and ys [Sy, n] hold one row per seed of each side (a side without seeds is its
@@ -371,7 +400,7 @@ def _spearman_bootstrap_seeds(xs: np.ndarray, ys: np.ndarray, draws: np.ndarray,
     out = np.empty(n_boot, dtype=np.float64)
     fixed = {side: _tie_structure(values[0]) for side, values in (("x", xs), ("y", ys)) if len(values) == 1}
     for start, w in _example_weight_blocks(xs.shape[1], n_boot, rng):
-        block = draws[start:start + len(w)]
+        block = draws[start : start + len(w)]
         keys, inverse = np.unique(block, axis=0, return_inverse=True)
         for k, key in enumerate(keys):
             rows = np.flatnonzero(inverse.reshape(-1) == k)
@@ -389,13 +418,34 @@ def _constant(a: np.ndarray) -> bool:
     return a.size == 0 or bool(np.all(a == a[0]))
 
 
-CORRELATION_COLUMNS = ["x", "y", "method", "value", "ci_low", "ci_high", "ci_low_examples", "ci_high_examples",
-                       "resampled", "n", "n_seeds", "n_boot", "ci_level", "note"]
+CORRELATION_COLUMNS = [
+    "x",
+    "y",
+    "method",
+    "value",
+    "ci_low",
+    "ci_high",
+    "ci_low_examples",
+    "ci_high_examples",
+    "resampled",
+    "n",
+    "n_seeds",
+    "n_boot",
+    "ci_level",
+    "note",
+]
 
 
-def correlations(table: pd.DataFrame, columns: Sequence[str], *, n_boot: int = 1000, seed: int = 0,
-                 ci: float = 0.95, kendall_rows: int = 5000,
-                 seed_columns: Mapping[str, Sequence[str]] | None = None) -> pd.DataFrame:
+def correlations(
+    table: pd.DataFrame,
+    columns: Sequence[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+    kendall_rows: int = 5000,
+    seed_columns: Mapping[str, Sequence[str]] | None = None,
+) -> pd.DataFrame:
     """Spearman and Kendall (tau-b) correlation of every unordered pair of `columns`, with bootstrap CIs.
 
     One row per pair and method (columns `CORRELATION_COLUMNS`): x, y, method, value, ci_low,
@@ -431,16 +481,20 @@ def correlations(table: pd.DataFrame, columns: Sequence[str], *, n_boot: int = 1
         raise ValueError(f"n_boot must be >= 0 and kendall_rows >= 2, got {n_boot}, {kendall_rows}")
     seed_columns = _check_seed_columns(table, columns, seed_columns or {})
     values = {c: table[c].to_numpy(dtype=np.float64, na_value=np.nan) for c in columns}
-    per_seed = {c: np.stack([table[s].to_numpy(dtype=np.float64, na_value=np.nan) for s in seed_columns[c]])
-                for c in seed_columns}
+    per_seed = {
+        c: np.stack([table[s].to_numpy(dtype=np.float64, na_value=np.nan) for s in seed_columns[c]])
+        for c in seed_columns
+    }
     quantiles = [(1.0 - ci) / 2.0, (1.0 + ci) / 2.0]
     rows = []
     for a, b in itertools.combinations(columns, 2):
         seeded = [c for c in (a, b) if c in per_seed]
         counts = {len(seed_columns[c]) for c in seeded}
         if len(counts) > 1:
-            raise ValueError(f"{a} and {b} have per-seed columns for different numbers of seeds "
-                             f"({sorted(counts)}); a shared seed resample needs the same training runs")
+            raise ValueError(
+                f"{a} and {b} have per-seed columns for different numbers of seeds "
+                f"({sorted(counts)}); a shared seed resample needs the same training runs"
+            )
         n_seeds = counts.pop() if counts else 0
         keep = ~(np.isnan(values[a]) | np.isnan(values[b]))
         for c in seeded:
@@ -449,17 +503,30 @@ def correlations(table: pd.DataFrame, columns: Sequence[str], *, n_boot: int = 1
         xs = per_seed[a][:, keep] if a in per_seed else x[None]
         ys = per_seed[b][:, keep] if b in per_seed else y[None]
         for c, mean_of, seeds in ((a, x, xs), (b, y, ys)):
-            if c in per_seed and not np.allclose(_seed_mean(seeds, np.arange(len(seeds))), mean_of,
-                                                 rtol=1e-6, atol=1e-12):
-                raise ValueError(f"column {c} is not the mean of its per-seed columns {list(seed_columns[c])}")
+            if c in per_seed and not np.allclose(
+                _seed_mean(seeds, np.arange(len(seeds))), mean_of, rtol=1e-6, atol=1e-12
+            ):
+                raise ValueError(
+                    f"column {c} is not the mean of its per-seed columns {list(seed_columns[c])}"
+                )
         n = len(x)
         resampled = f"seeds of {' and '.join(seeded)} + examples" if n_seeds else "examples"
         base = dict(x=a, y=b, n=n, n_seeds=n_seeds, n_boot=n_boot, ci_level=ci, resampled=resampled)
         if n < 3 or _constant(x) or _constant(y):
             why = "undefined: fewer than 3 rows" if n < 3 else "undefined: a column is constant"
             for method in ("spearman", "kendall"):
-                rows.append(dict(base, method=method, value=np.nan, ci_low=np.nan, ci_high=np.nan,
-                                 ci_low_examples=np.nan, ci_high_examples=np.nan, note=why))
+                rows.append(
+                    dict(
+                        base,
+                        method=method,
+                        value=np.nan,
+                        ci_low=np.nan,
+                        ci_high=np.nan,
+                        ci_low_examples=np.nan,
+                        ci_high_examples=np.nan,
+                        note=why,
+                    )
+                )
             continue
         draws = _seed_draws(n_seeds, n_boot, np.random.default_rng([seed, 2])) if n_seeds else None
 
@@ -481,44 +548,57 @@ def correlations(table: pd.DataFrame, columns: Sequence[str], *, n_boot: int = 1
         examples = np.array([_kendall(x[i], y[i]) for i in picks])
         ex_ci = _percentile_ci(tau, examples, quantiles, shrink)
         if n_seeds:
-            with_seeds = np.array([_kendall(_side(xs[:, i], d), _side(ys[:, i], d)) for i, d in zip(picks, draws)])
+            with_seeds = np.array(
+                [_kendall(_side(xs[:, i], d), _side(ys[:, i], d)) for i, d in zip(picks, draws)]
+            )
             # the example part of the spread is rescaled to n rows, the shift the seeds add is not
             two_ci = _percentile_ci(tau, examples + (with_seeds - examples) / shrink, quantiles, shrink)
         else:
             two_ci = ex_ci
         extra = []
         if m < n:
-            extra.append(f"CI from m-out-of-n bootstrap: {m} of {n} rows per resample, spread rescaled by "
-                         f"sqrt(m/n)" + (" (the seed part is not)" if n_seeds else ""))
+            extra.append(
+                f"CI from m-out-of-n bootstrap: {m} of {n} rows per resample, spread rescaled by "
+                f"sqrt(m/n)" + (" (the seed part is not)" if n_seeds else "")
+            )
         rows.append(_correlation_row(base, "kendall", tau, two_ci, ex_ci, extra))
     return pd.DataFrame(rows, columns=CORRELATION_COLUMNS)
 
 
 def per_seed_columns(table: pd.DataFrame, columns: Sequence[str]) -> dict[str, list[str]]:
-    """column -> its per-seed columns `<column>_seed<N>` in the table, in seed order (columns without any left out).
+    """column -> its per-seed columns `<column>_seed<N>` in the table, in seed order.
 
+    Columns without any are left out.
     In scores.parquet only the privacy losses have them (privacy_loss_seed<N>): the proxies are
     stored as seed means.
     """
     found = {}
     for column in columns:
         pattern = re.compile(re.escape(column) + r"_seed(\d+)")
-        seeds = sorted((int(hit.group(1)), name) for name in table.columns
-                       if isinstance(name, str) and (hit := pattern.fullmatch(name)))
+        seeds = sorted(
+            (int(hit.group(1)), name)
+            for name in table.columns
+            if isinstance(name, str) and (hit := pattern.fullmatch(name))
+        )
         if seeds:
             found[column] = [name for _, name in seeds]
     return found
 
 
-def _check_seed_columns(table: pd.DataFrame, columns: list[str],
-                        seed_columns: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+def _check_seed_columns(
+    table: pd.DataFrame, columns: list[str], seed_columns: Mapping[str, Sequence[str]]
+) -> dict[str, list[str]]:
     checked = {}
     for column, seeds in seed_columns.items():
         seeds = [seeds] if isinstance(seeds, str) else list(seeds)
         if column not in columns:
-            raise ValueError(f"seed_columns names {column!r}, which is not among the correlated columns {columns}")
+            raise ValueError(
+                f"seed_columns names {column!r}, which is not among the correlated columns {columns}"
+            )
         if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError(f"per-seed columns of {column} must be a non-empty list without repeats, got {seeds}")
+            raise ValueError(
+                f"per-seed columns of {column} must be a non-empty list without repeats, got {seeds}"
+            )
         missing = [s for s in seeds if s not in table.columns]
         if missing:
             raise KeyError(f"per-seed columns of {column} not in the table: {missing}")
@@ -531,16 +611,26 @@ def _side(per_seed: np.ndarray, draw: np.ndarray) -> np.ndarray:
     return per_seed[0] if len(per_seed) == 1 else _seed_mean(per_seed, draw)
 
 
-def _correlation_row(base: dict, method: str, value: float, two_level: tuple, examples: tuple,
-                     extra: list[str]) -> dict:
+def _correlation_row(
+    base: dict, method: str, value: float, two_level: tuple, examples: tuple, extra: list[str]
+) -> dict:
     (low, high, note), (ex_low, ex_high, ex_note) = two_level, examples
     notes = extra + [note] + ([f"example-only CI: {ex_note}"] if ex_note and ex_note != note else [])
-    return dict(base, method=method, value=value, ci_low=low, ci_high=high, ci_low_examples=ex_low,
-                ci_high_examples=ex_high, note="; ".join(filter(None, notes)))
+    return dict(
+        base,
+        method=method,
+        value=value,
+        ci_low=low,
+        ci_high=high,
+        ci_low_examples=ex_low,
+        ci_high_examples=ex_high,
+        note="; ".join(filter(None, notes)),
+    )
 
 
-def _percentile_ci(estimate: float, boot: np.ndarray, quantiles: list[float],
-                   shrink: float) -> tuple[float, float, str]:
+def _percentile_ci(
+    estimate: float, boot: np.ndarray, quantiles: list[float], shrink: float
+) -> tuple[float, float, str]:
     """Percentile interval of `boot`, its spread around `estimate` scaled by `shrink`."""
     ok = boot[~np.isnan(boot)]
     if ok.size == 0:

@@ -12,14 +12,23 @@ That is a fitted trend, not the bound.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
 
-def predicted_unlearning_steps(privacy_loss_4alpha: np.ndarray, *, alpha_prime: float, c_lsi: float, eta: float,
-                               sigma2: float, c: float, gamma: float, epsilon: float,
-                               epsilon_irr: float) -> np.ndarray:
+def predicted_unlearning_steps(
+    privacy_loss_4alpha: np.ndarray,
+    *,
+    alpha_prime: float,
+    c_lsi: float,
+    eta: float,
+    sigma2: float,
+    c: float,
+    gamma: float,
+    epsilon: float,
+    epsilon_irr: float,
+) -> np.ndarray:
     """k_hat for each privacy loss P(x, 4 alpha), 0 where the log's argument is <= 1 (already forgotten).
 
     Raises ValueError unless epsilon > epsilon_irr, alpha_prime, c_lsi, eta, sigma2, c > 0, gamma >= 0
@@ -75,8 +84,9 @@ def fit_log_trend(privacy_loss: np.ndarray, steps: np.ndarray) -> dict[str, floa
     }
 
 
-def fit_log_trend_censored(privacy_loss: np.ndarray, steps: np.ndarray,
-                           censored: np.ndarray) -> dict[str, float | int | Callable]:
+def fit_log_trend_censored(
+    privacy_loss: np.ndarray, steps: np.ndarray, censored: np.ndarray
+) -> dict[str, float | int | Callable]:
     """Maximum-likelihood FIT of steps ~ scale * log P + offset + N(0, sigma^2) with right censoring (Tobit).
 
     A censored step count is a lower bound (the run, or example, was not unlearned by then): it enters
@@ -122,8 +132,13 @@ def fit_log_trend_censored(privacy_loss: np.ndarray, steps: np.ndarray,
     bounds = [(None, None), (None, None), (np.log(1e-3), np.log(100 * span))]
     start_log_sigma = float(np.clip(np.log(spread + 1e-9), *bounds[2]))
     with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-        result = minimize(negative_log_likelihood, np.array([*start, start_log_sigma]), jac=True, method="L-BFGS-B",
-                          bounds=bounds)
+        result = minimize(
+            negative_log_likelihood,
+            np.array([*start, start_log_sigma]),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=bounds,
+        )
     scale, offset, log_sigma = (float(v) for v in result.x)
     return {
         "scale": scale,

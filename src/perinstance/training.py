@@ -9,7 +9,10 @@ One run = (config, seed). It writes a run directory:
     dynamics.npz      per-presentation records (step, example, correct, loss, in-batch grad norm),
                       the lr of every step, and logits of every training example after `early_epoch`
     history.csv       loss/accuracy on the full train and test splits over training (F0)
-    summary.json      provenance and final numbers
+    summary.json      provenance and final numbers, among them the run's own `seed`
+
+Other modules read a run directory through run_weights, run_history, run_seed, load_run_dynamics,
+load_checkpoint_index and optimizer_state_file, never by file names of their own.
 
 The run is built in a `.partial` sibling directory and published with one rename; a resume
 state saved there after every epoch lets an interrupted run continue bit-identically.
@@ -42,17 +45,38 @@ from tqdm.auto import tqdm
 
 from . import io
 from .data import Dataset, Split, load_dataset
-from .models import build_model
+from .inference import loss_and_accuracy, predict_logits, resolve_device
+from .models import build_from_config
 from .pergrad import loss_backward_with_norms
 
+# the files of a run directory (module docstring)
+WEIGHTS_FILE = "model.pt"
+DYNAMICS_FILE = "dynamics.npz"
+HISTORY_FILE = "history.csv"
+SUMMARY_FILE = "summary.json"
+CHECKPOINT_INDEX_FILE = "checkpoints.csv"
 RESUME_FILE = "resume.pt"
-DYNAMICS_KEYS = ("presentation_step", "presentation_example", "presentation_correct", "presentation_loss",
-                 "presentation_grad_norm", "lr", "steps_per_epoch", "batch_size", "train_index", "train_label",
-                 "early_epoch", "early_logits")
+DYNAMICS_KEYS = (
+    "presentation_step",
+    "presentation_example",
+    "presentation_correct",
+    "presentation_loss",
+    "presentation_grad_norm",
+    "lr",
+    "steps_per_epoch",
+    "batch_size",
+    "train_index",
+    "train_label",
+    "early_epoch",
+    "early_logits",
+)
 
 
 class DivergedRun(ValueError):
-    """Training produced a non-finite loss or weight; the message names the seed, the step and the config key."""
+    """Training produced a non-finite loss or weight.
+
+    The message names the seed, the step and the config key.
+    """
 
 
 # --------------------------------------------------------------------------- schedules
@@ -141,6 +165,14 @@ def epoch_batches(n: int, batch_size: int, sampling: str, generator: torch.Gener
     return list(order.split(batch_size))
 
 
+def langevin_noise_(model: torch.nn.Module, *, lr: float, beta: float, generator: torch.Generator) -> None:
+    """Add N(0, 2 lr / beta) noise to every parameter in place: the Langevin term of an SGLD step."""
+    std = math.sqrt(2.0 * lr / beta)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=generator, device=p.device, dtype=p.dtype), alpha=std)
+
+
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
     """Random padded crop and horizontal flip, per example, without leaving the device."""
     n, c, h, w = x.shape
@@ -160,33 +192,6 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     ]
 
 
-# --------------------------------------------------------------------------- inference
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("config key 'device' is 'cuda' but torch sees no CUDA device")
-    return torch.device(name)
-
-
-@torch.no_grad()
-def predict_logits(model: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device) -> torch.Tensor:
-    """Logits of every row of `x` (eval mode), returned on the CPU as float32."""
-    was_training = model.training
-    model.eval()
-    out = [model(chunk.to(device, non_blocking=True)).float().cpu() for chunk in x.split(batch_size)]
-    model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0)
-
-
-def loss_and_accuracy(logits: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
-    loss = F.cross_entropy(logits, y).item()
-    accuracy = (logits.argmax(1) == y).float().mean().item()
-    return loss, accuracy
-
-
 # --------------------------------------------------------------------------- training
 
 
@@ -201,11 +206,18 @@ class _Recorder:
     grad_norm: list[torch.Tensor]
 
     @classmethod
-    def empty(cls) -> "_Recorder":
+    def empty(cls) -> _Recorder:
         return cls([], [], [], [], [])
 
-    def add(self, step: int, example: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,
-            losses: torch.Tensor, norms: torch.Tensor | None) -> None:
+    def add(
+        self,
+        step: int,
+        example: torch.Tensor,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        losses: torch.Tensor,
+        norms: torch.Tensor | None,
+    ) -> None:
         self.step.append(torch.full((len(example),), step, dtype=torch.int32))
         self.example.append(example.to(torch.int32))
         self.correct.append((logits.argmax(1) == y).cpu())
@@ -227,20 +239,18 @@ class _Recorder:
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, torch.Tensor]) -> "_Recorder":
+    def from_state(cls, state: dict[str, torch.Tensor]) -> _Recorder:
         return cls(*([state[k]] for k in ("step", "example", "correct", "loss", "grad_norm")))
 
 
 def _initial_model(config: dict[str, Any], dataset: Dataset, seed: int) -> torch.nn.Module:
     torch.manual_seed(seed)
-    spec = config["model"]
-    return build_model(
-        spec["name"], width=spec["width"], norm_groups=spec["norm_groups"],
-        num_classes=dataset.num_classes, input_shape=dataset.input_shape,
-    )
+    return build_from_config(config, dataset)
 
 
-def _history_row(model, dataset: Dataset, epoch: int, step: int, batch_size: int, device, elapsed: float) -> dict:
+def _history_row(
+    model, dataset: Dataset, epoch: int, step: int, batch_size: int, device, elapsed: float
+) -> dict:
     row: dict[str, float] = {"epoch": epoch, "step": step, "seconds": elapsed}
     for split_name, split in (("train", dataset.train), ("test", dataset.test)):
         loss, accuracy = loss_and_accuracy(predict_logits(model, split.x, batch_size, device), split.y)
@@ -281,19 +291,34 @@ def _optimizer_fingerprint(state: dict[str, Any]) -> str:
     return h.hexdigest()
 
 
-def _run_fingerprint(config: dict[str, Any], seed: int, dataset: Dataset, device: torch.device,
-                     init_state: dict[str, torch.Tensor] | None, *,
-                     init_optimizer_state: dict[str, Any] | None = None, schedule: np.ndarray | None = None,
-                     optimizer_state_at: int | None = None) -> str:
+def _run_fingerprint(
+    config: dict[str, Any],
+    seed: int,
+    dataset: Dataset,
+    device: torch.device,
+    init_state: dict[str, torch.Tensor] | None,
+    *,
+    init_optimizer_state: dict[str, Any] | None = None,
+    schedule: np.ndarray | None = None,
+    optimizer_state_at: int | None = None,
+) -> str:
     """sha256 of everything that determines a run's numbers: a resume state must carry the same one."""
     payload = {
-        "dataset": config["dataset"], "model": config["model"], "training": config["training"],
-        "device": config["device"], "device_type": device.type,  # generator states are per device type
-        "seed": seed, "train": _split_fingerprint(dataset.train), "test": _split_fingerprint(dataset.test),
+        "dataset": config["dataset"],
+        "model": config["model"],
+        "training": config["training"],
+        "device": config["device"],
+        "device_type": device.type,  # generator states are per device type
+        "seed": seed,
+        "train": _split_fingerprint(dataset.train),
+        "test": _split_fingerprint(dataset.test),
         "init_state": None if init_state is None else _state_fingerprint(init_state),
-        "init_optimizer_state": None if init_optimizer_state is None else _optimizer_fingerprint(init_optimizer_state),
-        "schedule": None if schedule is None else hashlib.sha256(
-            np.ascontiguousarray(schedule, dtype=np.float64).tobytes()).hexdigest(),
+        "init_optimizer_state": None
+        if init_optimizer_state is None
+        else _optimizer_fingerprint(init_optimizer_state),
+        "schedule": None
+        if schedule is None
+        else hashlib.sha256(np.ascontiguousarray(schedule, dtype=np.float64).tobytes()).hexdigest(),
         "optimizer_state_at": optimizer_state_at,  # a partial run must hold the spawn epoch's optimizer state
         "update_rule": "sum / expected B" if config["training"]["sampling"] == "poisson" else "batch mean",
     }
@@ -301,8 +326,21 @@ def _run_fingerprint(config: dict[str, Any], seed: int, dataset: Dataset, device
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-_RESUME_KEYS = frozenset({"fingerprint", "model", "optimizer", "batch_gen", "noise_gen", "recorder", "history",
-                          "checkpoint_rows", "early_logits", "epoch", "elapsed"})
+_RESUME_KEYS = frozenset(
+    {
+        "fingerprint",
+        "model",
+        "optimizer",
+        "batch_gen",
+        "noise_gen",
+        "recorder",
+        "history",
+        "checkpoint_rows",
+        "early_logits",
+        "epoch",
+        "elapsed",
+    }
+)
 
 
 def _read_resume(work: Path, fingerprint: str) -> tuple[dict[str, Any] | None, str | None]:
@@ -336,11 +374,19 @@ def _divergence(recorder: _Recorder, first: int, model: torch.nn.Module) -> tupl
     return None
 
 
-def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progress: bool = True,
-              dataset: Dataset | None = None, stop_after_epoch: int | None = None,
-              init_state: dict[str, torch.Tensor] | None = None,
-              init_optimizer_state: dict[str, Any] | None = None, schedule: np.ndarray | None = None,
-              force: bool = False) -> Path:
+def train_run(
+    config: dict[str, Any],
+    seed: int,
+    out_dir: str | Path,
+    *,
+    progress: bool = True,
+    dataset: Dataset | None = None,
+    stop_after_epoch: int | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    init_optimizer_state: dict[str, Any] | None = None,
+    schedule: np.ndarray | None = None,
+    force: bool = False,
+) -> Path:
     """Train one original model and publish its run directory at `out_dir`.
 
     `config` must be validated (perinstance.config). `stop_after_epoch` simulates an
@@ -374,18 +420,30 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
     else:
         lrs = np.asarray(schedule, dtype=np.float64)
         if lrs.shape != (training["epochs"] * spe,) or not np.all(np.isfinite(lrs)) or np.any(lrs < 0):
-            raise ValueError(f"schedule must hold one finite lr >= 0 per step, {training['epochs']} epochs x {spe} "
-                             f"steps = {training['epochs'] * spe}, got shape {lrs.shape}")
+            raise ValueError(
+                f"schedule must hold one finite lr >= 0 per step, {training['epochs']} epochs x {spe} "
+                f"steps = {training['epochs'] * spe}, got shape {lrs.shape}"
+            )
     if init_optimizer_state is not None:
         for group in init_optimizer_state.get("param_groups", []):
             for key in ("momentum", "weight_decay"):
                 if key in group and not math.isclose(group[key], training[key], rel_tol=1e-12, abs_tol=0.0):
-                    raise ValueError(f"init_optimizer_state has {key} {group[key]!r}, config key training.{key} "
-                                     f"is {training[key]!r}: a continued run must keep the recipe")
+                    raise ValueError(
+                        f"init_optimizer_state has {key} {group[key]!r}, config key training.{key} "
+                        f"is {training[key]!r}: a continued run must keep the recipe"
+                    )
     save_at = set(checkpoint_steps(training["checkpoints"], spe, training["epochs"]))
     optimizer_at = optimizer_state_step(config, spe)
-    fingerprint = _run_fingerprint(config, seed, dataset, device, init_state, init_optimizer_state=init_optimizer_state,
-                                   schedule=None if schedule is None else lrs, optimizer_state_at=optimizer_at)
+    fingerprint = _run_fingerprint(
+        config,
+        seed,
+        dataset,
+        device,
+        init_state,
+        init_optimizer_state=init_optimizer_state,
+        schedule=None if schedule is None else lrs,
+        optimizer_state_at=optimizer_at,
+    )
     el2n_epoch = early_epoch(training)
 
     def fresh_work_dir(why: str) -> None:
@@ -402,7 +460,9 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
             model.load_state_dict(init_state)
         model = model.to(device)
         optimizer = torch.optim.SGD(
-            model.parameters(), lr=training["lr"], momentum=training["momentum"],
+            model.parameters(),
+            lr=training["lr"],
+            momentum=training["momentum"],
             weight_decay=training["weight_decay"],
         )
         if init_optimizer_state is not None:
@@ -430,7 +490,11 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
             noise_gen.set_state(state["noise_gen"])
             recorder = _Recorder.from_state(state["recorder"])
             history, checkpoint_rows = list(state["history"]), list(state["checkpoint_rows"])
-            early_logits, start_epoch, elapsed = state["early_logits"], int(state["epoch"]), float(state["elapsed"])
+            early_logits, start_epoch, elapsed = (
+                state["early_logits"],
+                int(state["epoch"]),
+                float(state["elapsed"]),
+            )
         except (KeyError, IndexError, RuntimeError, TypeError, ValueError) as err:
             fresh_work_dir(f"its {RESUME_FILE} does not fit this run ({type(err).__name__})")
             model, optimizer, batch_gen, noise_gen = fresh_state()
@@ -450,12 +514,19 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
         if 0 in save_at:
             save_checkpoint(0)
         history.append(_history_row(model, dataset, 0, 0, training["eval_batch_size"], device, 0.0))
-    sgld_std = training["optimizer"] == "sgld"
+    sgld = training["optimizer"] == "sgld"
     record_norms = training["dynamics"]["batch_grad_norms"]
     # Poisson sampling: sum of per-example losses / expected B, the accounted rule (module docstring)
     poisson_divisor = float(training["batch_size"]) if training["sampling"] == "poisson" else None
-    epochs = tqdm(range(start_epoch, training["epochs"]), desc=f"train seed {seed}", disable=not progress,
-                  initial=start_epoch, total=training["epochs"], file=sys.stderr, mininterval=2.0)
+    epochs = tqdm(
+        range(start_epoch, training["epochs"]),
+        desc=f"train seed {seed}",
+        disable=not progress,
+        initial=start_epoch,
+        total=training["epochs"],
+        file=sys.stderr,
+        mininterval=2.0,
+    )
     model.train()
     for epoch in epochs:
         started = time.perf_counter()
@@ -463,11 +534,18 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
         for i, batch in enumerate(epoch_batches(n, training["batch_size"], training["sampling"], batch_gen)):
             step = epoch * spe + i
             lr = float(lrs[step])
-            xb, yb = train.x[batch].to(device, non_blocking=True), train.y[batch].to(device, non_blocking=True)
+            xb, yb = (
+                train.x[batch].to(device, non_blocking=True),
+                train.y[batch].to(device, non_blocking=True),
+            )
             if training["augment"] == "crop_flip":
                 xb = crop_flip(xb, noise_gen)
             if len(batch) == 0:  # an empty Poisson batch is a pure noise / weight-decay step
-                norms, logits, losses = None, torch.empty(0, dataset.num_classes, device=device), torch.empty(0)
+                norms, logits, losses = (
+                    None,
+                    torch.empty(0, dataset.num_classes, device=device),
+                    torch.empty(0),
+                )
                 loss = sum(p.sum() * 0.0 for p in model.parameters())
             elif not record_norms:
                 norms = None
@@ -488,11 +566,8 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
             else:
                 loss.backward()
             optimizer.step()
-            if sgld_std:
-                std = math.sqrt(2.0 * lr / training["sgld_beta"])
-                with torch.no_grad():
-                    for p in model.parameters():
-                        p.add_(torch.randn(p.shape, generator=noise_gen, device=device, dtype=p.dtype), alpha=std)
+            if sgld:
+                langevin_noise_(model, lr=lr, beta=training["sgld_beta"], generator=noise_gen)
             recorder.add(step, batch, logits.detach(), yb, losses, norms)
             if step + 1 in save_at:
                 save_checkpoint(step + 1)
@@ -505,7 +580,8 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
             at = f"step {step}" if step is not None else f"the end of the epoch (step {done * spe})"
             io.remove_path(work)
             raise DivergedRun(
-                f"training diverged for seed {seed}: non-finite {what} in epoch {done} of {training['epochs']}, "
+                f"training diverged for seed {seed}: non-finite {what} in epoch {done} "
+                f"of {training['epochs']}, "
                 f"at {at}; lower config key training.lr (now {training['lr']!r}) or check training.momentum "
                 f"and training.lr_schedule. Nothing was published to {out_dir}"
             )
@@ -514,33 +590,69 @@ def train_run(config: dict[str, Any], seed: int, out_dir: str | Path, *, progres
         if done % training["eval_every_epochs"] == 0 or done == training["epochs"]:
             row = _history_row(model, dataset, done, done * spe, training["eval_batch_size"], device, elapsed)
             history.append(row)
-            epochs.set_postfix(train_acc=f"{row['train_accuracy']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
+            epochs.set_postfix(
+                train_acc=f"{row['train_accuracy']:.3f}", test_acc=f"{row['test_accuracy']:.3f}"
+            )
             tqdm.write(json.dumps(row), file=sys.stderr)
         io.save_torch(
             {
                 "fingerprint": fingerprint,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "batch_gen": batch_gen.get_state(), "noise_gen": noise_gen.get_state(),
-                "recorder": recorder.state(), "history": history, "checkpoint_rows": checkpoint_rows,
-                "early_logits": early_logits, "epoch": done, "elapsed": elapsed,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "batch_gen": batch_gen.get_state(),
+                "noise_gen": noise_gen.get_state(),
+                "recorder": recorder.state(),
+                "history": history,
+                "checkpoint_rows": checkpoint_rows,
+                "early_logits": early_logits,
+                "epoch": done,
+                "elapsed": elapsed,
             },
             resume_path,
         )
         if stop_after_epoch is not None and done >= stop_after_epoch and done < training["epochs"]:
             return work
 
-    _write_outputs(work, config, seed, dataset, model, recorder, lrs, spe, el2n_epoch, early_logits,
-                   history, checkpoint_rows, elapsed, device)
+    _write_outputs(
+        work,
+        config,
+        seed,
+        dataset,
+        model,
+        recorder,
+        lrs,
+        spe,
+        el2n_epoch,
+        early_logits,
+        history,
+        checkpoint_rows,
+        elapsed,
+        device,
+    )
     resume_path.unlink()
     return io.publish_dir(work, out_dir, force=force)
 
 
-def _write_outputs(work: Path, config, seed, dataset: Dataset, model, recorder: _Recorder, lrs, spe,
-                   el2n_epoch, early_logits, history, checkpoint_rows, elapsed, device) -> None:
+def _write_outputs(
+    work: Path,
+    config,
+    seed,
+    dataset: Dataset,
+    model,
+    recorder: _Recorder,
+    lrs,
+    spe,
+    el2n_epoch,
+    early_logits,
+    history,
+    checkpoint_rows,
+    elapsed,
+    device,
+) -> None:
     training = config["training"]
     dynamics = recorder.state()
     io.save_npz(
-        work / "dynamics.npz",
+        work / DYNAMICS_FILE,
         presentation_step=dynamics["step"].numpy(),
         presentation_example=dynamics["example"].numpy(),
         presentation_correct=dynamics["correct"].numpy(),
@@ -554,36 +666,74 @@ def _write_outputs(work: Path, config, seed, dataset: Dataset, model, recorder: 
         early_epoch=np.int64(el2n_epoch),
         early_logits=early_logits.numpy(),
     )
-    io.save_table(pd.DataFrame(checkpoint_rows).sort_values("step"), work / "checkpoints.csv")
-    io.save_table(pd.DataFrame(history), work / "history.csv")
-    io.save_torch(model.state_dict(), work / "model.pt")
+    io.save_table(pd.DataFrame(checkpoint_rows).sort_values("step"), work / CHECKPOINT_INDEX_FILE)
+    io.save_table(pd.DataFrame(history), work / HISTORY_FILE)
+    io.save_torch(model.state_dict(), work / WEIGHTS_FILE)
     final = history[-1]
     io.save_json(
         {
-            "experiment": config["experiment"], "seed": seed, "dataset": dataset.name,
-            "n_train": len(dataset.train), "n_test": len(dataset.test), "model": config["model"],
-            "steps": int(len(lrs)), "steps_per_epoch": int(spe), "checkpoints": len(checkpoint_rows),
-            "train_accuracy": final["train_accuracy"], "test_accuracy": final["test_accuracy"],
-            "train_seconds": elapsed, "device": str(device), "torch": torch.__version__,
+            "experiment": config["experiment"],
+            "seed": seed,
+            "dataset": dataset.name,
+            "n_train": len(dataset.train),
+            "n_test": len(dataset.test),
+            "model": config["model"],
+            "steps": int(len(lrs)),
+            "steps_per_epoch": int(spe),
+            "checkpoints": len(checkpoint_rows),
+            "train_accuracy": final["train_accuracy"],
+            "test_accuracy": final["test_accuracy"],
+            "train_seconds": elapsed,
+            "device": str(device),
+            "torch": torch.__version__,
             "update_rule": "sum / expected B" if training["sampling"] == "poisson" else "batch mean",
-            "python": platform.python_version(), "training": training,
+            "python": platform.python_version(),
+            "training": training,
         },
-        work / "summary.json",
+        work / SUMMARY_FILE,
     )
+
+
+# --------------------------------------------------------------------------- reading a run directory
+
+
+def run_weights(run_dir: str | Path) -> Path:
+    """The final weights (state_dict) of a run directory."""
+    return Path(run_dir) / WEIGHTS_FILE
+
+
+def run_history(run_dir: str | Path) -> Path:
+    """The history.csv of a run directory: loss and accuracy on the train and test splits over training."""
+    return Path(run_dir) / HISTORY_FILE
+
+
+def run_seed(run_dir: str | Path) -> int:
+    """The seed a finished run was trained with, as its own summary.json records it."""
+    path = Path(run_dir) / SUMMARY_FILE
+    summary = io.load_json(path)
+    if not isinstance(summary, dict) or not isinstance(summary.get("seed"), int):
+        raise io.CorruptArtefact(
+            f"{path}: records no integer 'seed' (not a summary of a training run); "
+            "delete the run directory and rerun"
+        )
+    return summary["seed"]
 
 
 def load_run_dynamics(run_dir: str | Path) -> dict[str, np.ndarray]:
     """The dynamics.npz of a finished run directory."""
-    return io.load_npz(Path(run_dir) / "dynamics.npz", required=DYNAMICS_KEYS)
+    return io.load_npz(Path(run_dir) / DYNAMICS_FILE, required=DYNAMICS_KEYS)
 
 
 def load_checkpoint_index(run_dir: str | Path) -> pd.DataFrame:
+    """The checkpoints.csv of a run directory (step, epoch, run-relative file); every file must exist."""
     run_dir = Path(run_dir)
-    index = io.load_table(run_dir / "checkpoints.csv")
+    index = io.load_table(run_dir / CHECKPOINT_INDEX_FILE)
     absent = [c for c in ("step", "epoch", "file") if c not in index.columns]
     if absent:
-        raise io.CorruptArtefact(f"{run_dir / 'checkpoints.csv'}: missing column(s) {', '.join(absent)}; "
-                                 "delete the run directory and rerun")
+        raise io.CorruptArtefact(
+            f"{run_dir / CHECKPOINT_INDEX_FILE}: missing column(s) {', '.join(absent)}; "
+            "delete the run directory and rerun"
+        )
     missing = [f for f in index["file"] if not (run_dir / f).is_file()]
     if missing:
         raise FileNotFoundError(f"run {run_dir} lists checkpoints that do not exist: {missing[:3]}")

@@ -1,6 +1,8 @@
 """Unlearning runs: fine-tuning, SGLD and L1-sparse fine-tuning on the retain set D minus G.
 
-Each run starts from an original model, takes SGD steps on batches of the retain set, and is
+Each method is one function that takes one step on a batch of the retain set, registered in
+METHODS under its config name (unlearning.methods; plan.UNLEARNING_METHODS and the config schema
+list the same names). Each run starts from an original model, takes such steps, and is
 evaluated every `eval_every` steps (step 0 included) on the forget group G, a fixed subset of the
 retain set and the test split. With an oracle band given, a run may stop once the forget loss has
 held inside the band for the required number of consecutive evaluations (plus a margin), which
@@ -10,10 +12,11 @@ model after exactly `barrier.unlearning_steps` steps of every run, stopped early
 
 from __future__ import annotations
 
-import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -21,14 +24,19 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import Dataset, Split
-from .training import epoch_batches, predict_logits
-
-METHODS = ("finetune", "sgld", "l1sparse")
+from . import io
+from .data import Dataset, load_dataset
+from .evaluation import oracle_band
+from .groups import forget_rows
+from .inference import load_model, resolve_device, rows_subset, save_evaluation, split_metrics
+from .plan import original_seed
+from .training import epoch_batches, langevin_noise_, run_weights
 
 
 @dataclass(frozen=True)
 class UnlearningRecipe:
+    """One method's settings for an unlearning run (config keys unlearning.*)."""
+
     method: str
     lr: float
     momentum: float
@@ -40,47 +48,97 @@ class UnlearningRecipe:
     eval_every: int
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], method: str) -> "UnlearningRecipe":
+    def from_config(cls, config: dict[str, Any], method: str) -> UnlearningRecipe:
         """Unlearning settings; unset optimizer keys fall back to the training recipe."""
         if method not in METHODS:
-            raise ValueError(f"unknown unlearning method {method!r} (config key unlearning.methods); "
-                             f"available: {', '.join(METHODS)}")
+            raise ValueError(
+                f"unknown unlearning method {method!r} (config key unlearning.methods); "
+                f"available: {', '.join(METHODS)}"
+            )
         spec, training = config["unlearning"], config["training"]
 
         def pick(key: str):
             return spec[key] if spec[key] is not None else training[key]
 
-        return cls(method=method, lr=pick("lr"), momentum=pick("momentum"), weight_decay=pick("weight_decay"),
-                   batch_size=pick("batch_size"), sgld_beta=spec["sgld_beta"], l1_gamma=spec["l1_gamma"],
-                   k_max=spec["k_max"], eval_every=spec["eval_every"])
+        return cls(
+            method=method,
+            lr=pick("lr"),
+            momentum=pick("momentum"),
+            weight_decay=pick("weight_decay"),
+            batch_size=pick("batch_size"),
+            sgld_beta=spec["sgld_beta"],
+            l1_gamma=spec["l1_gamma"],
+            k_max=spec["k_max"],
+            eval_every=spec["eval_every"],
+        )
 
 
-def logit_confidence(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """phi = log p_y - log(1 - p_y), computed stably from logits."""
-    log_p = F.log_softmax(logits.double(), dim=1)
-    log_py = log_p.gather(1, y[:, None]).squeeze(1)
-    others = log_p.clone()
-    others.scatter_(1, y[:, None], -math.inf)
-    return (log_py - torch.logsumexp(others, dim=1)).float()
+# --------------------------------------------------------------------------- the methods
 
 
-def split_metrics(model: torch.nn.Module, split: Split, batch_size: int, device) -> dict[str, Any]:
-    logits = predict_logits(model, split.x, batch_size, device)
-    losses = F.cross_entropy(logits, split.y, reduction="none")
-    return {"losses": losses.numpy(), "correct": (logits.argmax(1) == split.y).numpy(),
-            "phi": logit_confidence(logits, split.y).numpy()}
+class UnlearningStep(Protocol):
+    """One unlearning step on a retain-set batch (xb, yb): update `model` in place through `optimizer`
+    (plain SGD with the recipe's lr, momentum and weight decay); `noise` is the run's noise stream."""
+
+    def __call__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        xb: torch.Tensor,
+        yb: torch.Tensor,
+        recipe: UnlearningRecipe,
+        noise: torch.Generator,
+    ) -> None: ...
 
 
-def rows_subset(split: Split, rows: np.ndarray) -> Split:
-    rows_t = torch.as_tensor(np.asarray(rows, dtype=np.int64))
-    return Split(x=split.x[rows_t], y=split.y[rows_t], index=split.index[rows_t])
+def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
-def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, recipe: UnlearningRecipe, *,
-            seed: int, device: torch.device, eval_retain_size: int | None = 500, eval_test_size: int | None = None,
-            eval_batch_size: int = 1024, band: tuple[float, float] | None = None, consecutive: int = 3,
-            stop_margin: int = 0, snapshot_at: int | None = None, evaluate_until: int = 0,
-            progress: bool = True) -> dict[str, Any]:
+def finetune(model, optimizer, xb, yb, recipe, noise) -> None:
+    """Fine-tuning: an SGD step on the retain-set cross-entropy."""
+    _descend(optimizer, F.cross_entropy(model(xb), yb))
+
+
+def sgld(model, optimizer, xb, yb, recipe, noise) -> None:
+    """SGLD: the fine-tuning step, then N(0, 2 lr / beta) noise on every parameter (unlearning.sgld_beta)."""
+    finetune(model, optimizer, xb, yb, recipe, noise)
+    langevin_noise_(model, lr=recipe.lr, beta=recipe.sgld_beta, generator=noise)
+
+
+def l1sparse(model, optimizer, xb, yb, recipe, noise) -> None:
+    """L1-sparse fine-tuning: an SGD step on the cross-entropy plus gamma ||theta||_1
+    (unlearning.l1_gamma)."""
+    loss = F.cross_entropy(model(xb), yb) + recipe.l1_gamma * sum(p.abs().sum() for p in model.parameters())
+    _descend(optimizer, loss)
+
+
+METHODS: dict[str, UnlearningStep] = {"finetune": finetune, "sgld": sgld, "l1sparse": l1sparse}
+
+
+# --------------------------------------------------------------------------- a run
+
+
+def unlearn(
+    model: torch.nn.Module,
+    dataset: Dataset,
+    forget_rows: np.ndarray,
+    recipe: UnlearningRecipe,
+    *,
+    seed: int,
+    device: torch.device,
+    eval_retain_size: int | None = 500,
+    eval_test_size: int | None = None,
+    eval_batch_size: int = 1024,
+    band: tuple[float, float] | None = None,
+    consecutive: int = 3,
+    stop_margin: int = 0,
+    snapshot_at: int | None = None,
+    evaluate_until: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run one unlearning job in place on `model`.
 
     forget_rows: rows of dataset.train forming G. band: (center, half_width) of the oracle band
@@ -98,8 +156,13 @@ def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, r
     model left in `model` (the final model) are those of the run without a snapshot.
     """
     if snapshot_at is not None and not 0 <= snapshot_at <= recipe.k_max:
-        raise ValueError(f"the barrier endpoint after {snapshot_at} steps lies outside the run's 0..{recipe.k_max} "
-                         "steps (config keys barrier.unlearning_steps, unlearning.k_max)")
+        raise ValueError(
+            f"the barrier endpoint after {snapshot_at} steps lies outside the run's 0..{recipe.k_max} "
+            "steps (config keys barrier.unlearning_steps, unlearning.k_max)"
+        )
+    if recipe.method not in METHODS:
+        raise ValueError(f"unknown unlearning method {recipe.method!r}; available: {', '.join(METHODS)}")
+    take_step = METHODS[recipe.method]
     n = len(dataset.train)
     forget_rows = np.unique(np.asarray(forget_rows, dtype=np.int64))
     if forget_rows.size == 0 or forget_rows.min() < 0 or forget_rows.max() >= n:
@@ -107,19 +170,25 @@ def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, r
     retain_rows = np.setdiff1d(np.arange(n), forget_rows)
     rng = np.random.default_rng(seed)
     forget = rows_subset(dataset.train, forget_rows)
-    retain_eval = rows_subset(dataset.train, np.sort(rng.choice(
-        retain_rows, size=min(eval_retain_size or len(retain_rows), len(retain_rows)), replace=False)))
+    retain_eval = rows_subset(
+        dataset.train,
+        np.sort(
+            rng.choice(
+                retain_rows, size=min(eval_retain_size or len(retain_rows), len(retain_rows)), replace=False
+            )
+        ),
+    )
     test_rows = np.arange(len(dataset.test))
     if eval_test_size is not None and eval_test_size < len(test_rows):
         test_rows = np.sort(rng.choice(test_rows, size=eval_test_size, replace=False))
     test_eval = rows_subset(dataset.test, test_rows)
 
     model.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
-                                weight_decay=recipe.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
+    )
     batch_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 7_919)
-    noise_std = math.sqrt(2.0 * recipe.lr / recipe.sgld_beta) if recipe.method == "sgld" else 0.0
     retain_x, retain_y = dataset.train.x[retain_rows], dataset.train.y[retain_rows]
 
     curve: list[dict[str, float]] = []
@@ -131,12 +200,27 @@ def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, r
         f = split_metrics(model, forget, eval_batch_size, device)
         r = split_metrics(model, retain_eval, eval_batch_size, device)
         t = split_metrics(model, test_eval, eval_batch_size, device)
-        row = {"step": step, "forget_loss": float(f["losses"].mean()), "forget_accuracy": float(f["correct"].mean()),
-               "retain_loss": float(r["losses"].mean()), "retain_accuracy": float(r["correct"].mean()),
-               "test_loss": float(t["losses"].mean()), "test_accuracy": float(t["correct"].mean())}
+        row = {
+            "step": step,
+            "forget_loss": float(f["losses"].mean()),
+            "forget_accuracy": float(f["correct"].mean()),
+            "retain_loss": float(r["losses"].mean()),
+            "retain_accuracy": float(r["correct"].mean()),
+            "test_loss": float(t["losses"].mean()),
+            "test_accuracy": float(t["correct"].mean()),
+        }
         curve.append(row)
-        per_example.append(pd.DataFrame({"step": step, "index": forget.index.numpy(), "loss": f["losses"],
-                                         "phi": f["phi"], "correct": f["correct"]}))
+        per_example.append(
+            pd.DataFrame(
+                {
+                    "step": step,
+                    "index": forget.index.numpy(),
+                    "loss": f["losses"],
+                    "phi": f["phi"],
+                    "correct": f["correct"],
+                }
+            )
+        )
         if band is not None and stop_at is None:
             inside_run = inside_run + 1 if abs(row["forget_loss"] - band[0]) <= band[1] else 0
             if inside_run >= consecutive:
@@ -146,8 +230,13 @@ def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, r
     def state_copy() -> dict[str, torch.Tensor]:
         return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
-    bar = tqdm(total=recipe.k_max, desc=f"{recipe.method} seed {seed}", disable=not progress, file=sys.stderr,
-               mininterval=2.0)
+    bar = tqdm(
+        total=recipe.k_max,
+        desc=f"{recipe.method} seed {seed}",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=2.0,
+    )
     evaluate(0)
     step = 0
     snapshot = state_copy() if snapshot_at == 0 else None
@@ -161,16 +250,7 @@ def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, r
     while not finished or (snapshot_at is not None and step < snapshot_at):
         for batch in epoch_batches(len(retain_rows), recipe.batch_size, "shuffle", batch_gen):
             xb, yb = retain_x[batch].to(device), retain_y[batch].to(device)
-            loss = F.cross_entropy(model(xb), yb)
-            if recipe.method == "l1sparse":
-                loss = loss + recipe.l1_gamma * sum(p.abs().sum() for p in model.parameters())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if noise_std > 0:
-                with torch.no_grad():
-                    for p in model.parameters():
-                        p.add_(torch.randn(p.shape, generator=noise_gen, device=device, dtype=p.dtype), alpha=noise_std)
+            take_step(model, optimizer, xb, yb, recipe, noise_gen)
             step += 1
             bar.update(1)
             if not finished:
@@ -189,64 +269,90 @@ def unlearn(model: torch.nn.Module, dataset: Dataset, forget_rows: np.ndarray, r
     bar.close()
     if final_state is not None:
         model.load_state_dict(final_state)
-    return {"curve": pd.DataFrame(curve), "forget_examples": pd.concat(per_example, ignore_index=True),
-            "stopped_early": stop_at is not None and steps_run < recipe.k_max, "steps_run": steps_run,
-            "snapshot": snapshot, "snapshot_steps": snapshot_at}
+    return {
+        "curve": pd.DataFrame(curve),
+        "forget_examples": pd.concat(per_example, ignore_index=True),
+        "stopped_early": stop_at is not None and steps_run < recipe.k_max,
+        "steps_run": steps_run,
+        "snapshot": snapshot,
+        "snapshot_steps": snapshot_at,
+    }
 
 
-def run_unlearning_job(config: dict[str, Any], method: str, score: str, group: str, seed: int,
-                       groups_csv, original_run, oracle_evals, *, curve_out, examples_out, final_out, model_out,
-                       barrier_model_out=None, progress: bool = True) -> None:
-    """One (method, group, seed) unlearning run from the original model, with its outputs written.
+def run_unlearning_job(
+    config: dict[str, Any],
+    method: str,
+    score: str,
+    group: str,
+    run: int,
+    groups_csv: str | Path,
+    original_run: str | Path,
+    oracle_evals: Sequence[str | Path],
+    *,
+    curve_out: str | Path,
+    examples_out: str | Path,
+    final_out: str | Path,
+    model_out: str | Path,
+    barrier_model_out: str | Path,
+    progress: bool = True,
+) -> list[Path]:
+    """Unlearning run u = `run` of (method, group), from the original model plan.original_seed(config, u).
 
     curve_out: one row per evaluation; examples_out: per-example forget records at every
-    evaluation; final_out: npz with the final model's per-example forget and full-test losses;
-    model_out: the final weights; barrier_model_out (default: `<model_out stem>_barrier.pt` beside
-    it): the weights after exactly barrier.unlearning_steps steps, the loss-barrier endpoint, the
-    same number of steps for every group whether or not the run stopped earlier.
+    evaluation (both labelled method, score, group, seed = u, original_seed); final_out: the final
+    model's evaluation (inference.save_evaluation) with `steps_run`; model_out: the final weights;
+    barrier_model_out: the weights after exactly barrier.unlearning_steps steps, the loss-barrier
+    endpoint, the same number of steps for every group whether or not the run stopped earlier.
+    The run draws its batches and noise from seed unlearning.seed_offset + u. Returns the paths written.
     """
-    from pathlib import Path
-
-    from . import io
-    from .data import load_dataset
-    from .evaluation import oracle_band
-    from .plan import original_seed
-    from .retrain import load_model
-    from .groups import forget_rows
-    from .training import resolve_device
-
     dataset = load_dataset(**config["dataset"])
     rows = forget_rows(dataset, groups_csv, score, group)
     device = resolve_device(config["device"])
-    model = load_model(config, dataset, Path(original_run) / "model.pt", device)
+    model = load_model(config, dataset, run_weights(original_run), device)
     oracle_losses = []
     for path in oracle_evals:
-        evaluation = io.load_npz(path)
+        evaluation = io.load_npz(path, required=("forget_index", "forget_losses"))
         if not np.array_equal(evaluation["forget_index"], dataset.train.index.numpy()[rows]):
-            raise ValueError(f"oracle evaluation {path} was not retrained without group {score}/{group} "
-                             "(its forget examples differ)")
+            raise ValueError(
+                f"oracle evaluation {path} was not retrained without group {score}/{group} "
+                "(its forget examples differ)"
+            )
         oracle_losses.append(evaluation["forget_losses"].mean())
     spec, bands = config["unlearning"], config["oracles"]
     center, half_width, _ = oracle_band(np.asarray(oracle_losses), tol_abs=bands["tol_abs"], z=bands["z"])
     recipe = UnlearningRecipe.from_config(config, method)
-    result = unlearn(model, dataset, rows, recipe, seed=spec["seed_offset"] + seed, device=device,
-                     eval_retain_size=spec["eval_retain_size"], eval_test_size=spec["eval_test_size"],
-                     eval_batch_size=config["training"]["eval_batch_size"],
-                     band=(center, half_width) if spec["stop_when_unlearned"] else None,
-                     consecutive=bands["consecutive"], stop_margin=spec["stop_margin"],
-                     snapshot_at=config["barrier"]["unlearning_steps"],
-                     evaluate_until=max(spec["gap_budgets"]), progress=progress)
-    labels = dict(method=method, score=score, group=group, seed=seed, original_seed=original_seed(config, seed))
+    result = unlearn(
+        model,
+        dataset,
+        rows,
+        recipe,
+        seed=spec["seed_offset"] + run,
+        device=device,
+        eval_retain_size=spec["eval_retain_size"],
+        eval_test_size=spec["eval_test_size"],
+        eval_batch_size=config["training"]["eval_batch_size"],
+        band=(center, half_width) if spec["stop_when_unlearned"] else None,
+        consecutive=bands["consecutive"],
+        stop_margin=spec["stop_margin"],
+        snapshot_at=config["barrier"]["unlearning_steps"],
+        evaluate_until=max(spec["gap_budgets"]),
+        progress=progress,
+    )
+    # column `seed` holds the run index u, as the tables have always named it
+    labels = dict(method=method, score=score, group=group, seed=run, original_seed=original_seed(config, run))
     curve = result["curve"].assign(**labels, stopped_early=result["stopped_early"])
-    io.save_table(curve, curve_out)
-    io.save_table(result["forget_examples"].assign(**labels), examples_out)
-    batch = config["training"]["eval_batch_size"]
-    f = split_metrics(model, rows_subset(dataset.train, rows), batch, device)
-    t = split_metrics(model, dataset.test, batch, device)
-    io.save_npz(final_out, forget_index=dataset.train.index.numpy()[rows], forget_losses=f["losses"],
-                forget_phi=f["phi"], forget_correct=f["correct"], test_losses=t["losses"], test_correct=t["correct"],
-                steps_run=np.int64(result["steps_run"]))
-    io.save_torch(model.state_dict(), model_out)
-    if barrier_model_out is None:
-        barrier_model_out = Path(model_out).with_name(f"{Path(model_out).stem}_barrier.pt")
-    io.save_torch(result["snapshot"], barrier_model_out)
+    return [
+        io.save_table(curve, curve_out),
+        io.save_table(result["forget_examples"].assign(**labels), examples_out),
+        save_evaluation(
+            final_out,
+            model,
+            dataset,
+            rows,
+            batch_size=config["training"]["eval_batch_size"],
+            device=device,
+            steps_run=np.int64(result["steps_run"]),
+        ),
+        io.save_torch(model.state_dict(), model_out),
+        io.save_torch(result["snapshot"], barrier_model_out),
+    ]

@@ -1,4 +1,6 @@
-"""Figures of the unlearning results: F2/F3 (steps vs privacy loss), F5 (hard groups), F8 (claims as correlations).
+"""Figures of the unlearning results.
+
+F2/F3 (steps vs privacy loss), F5 (hard groups), F8 (claims as correlations).
 
 Every censored value is drawn as a lower bound (open marker with an upward arrow, hatched bar, or a
 survival curve that has not reached 0), and an uncensored statistic stands beside every step count:
@@ -7,8 +9,8 @@ the per-example remaining gap to the oracle reference after a fixed budget of st
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,7 +31,9 @@ def _privacy_order(examples: pd.DataFrame) -> list[str]:
     return rows.sort_values().index.tolist()
 
 
-def _mean_ci(values: np.ndarray, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+def _mean_ci(
+    values: np.ndarray, *, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """Mean and percentile-bootstrap CI over the given values (NaN dropped)."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]
@@ -50,11 +54,21 @@ def group_gap_table(examples: pd.DataFrame, metric: str) -> pd.DataFrame:
         mean, low, high = _mean_ci(part[metric].to_numpy())
         if part[metric].notna().sum() < MIN_EXAMPLES_FOR_GROUP_GAP:
             mean = low = high = float("nan")
-        rows.append({"method": method, "score": score, "group": group, "metric": metric, "mean": mean, "low": low,
-                     "high": high, "n_needed": int((~part["inside_at_step0"]).sum()),
-                     "n_inside_at_step0": int(part["inside_at_step0"].sum()),
-                     "privacy_loss_4alpha": float(part["privacy_loss_4alpha"].mean()),
-                     "gap_step0": float(part["gap_step0"].mean())})
+        rows.append(
+            {
+                "method": method,
+                "score": score,
+                "group": group,
+                "metric": metric,
+                "mean": mean,
+                "low": low,
+                "high": high,
+                "n_needed": int((~part["inside_at_step0"]).sum()),
+                "n_inside_at_step0": int(part["inside_at_step0"].sum()),
+                "privacy_loss_4alpha": float(part["privacy_loss_4alpha"].mean()),
+                "gap_step0": float(part["gap_step0"].mean()),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -63,18 +77,42 @@ def _draw_runs(ax: plt.Axes, runs: pd.DataFrame, palette: dict, k_max: int) -> N
     for row in runs.itertuples():
         color = palette.get(row.group, "0.5")
         if row.censored:
-            ax.scatter(row.privacy_loss_4alpha, row.steps, marker="^", s=46, facecolor="none", edgecolor=color, lw=1.2)
-            ax.annotate("", (row.privacy_loss_4alpha, row.steps * 1.08 + 20), (row.privacy_loss_4alpha, row.steps),
-                        arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8})
+            ax.scatter(
+                row.privacy_loss_4alpha,
+                row.steps,
+                marker="^",
+                s=46,
+                facecolor="none",
+                edgecolor=color,
+                lw=1.2,
+            )
+            ax.annotate(
+                "",
+                (row.privacy_loss_4alpha, row.steps * 1.08 + 20),
+                (row.privacy_loss_4alpha, row.steps),
+                arrowprops={"arrowstyle": "->", "color": color, "lw": 0.8},
+            )
         else:
-            ax.scatter(row.privacy_loss_4alpha, row.steps, marker="o", s=40, color=color, edgecolor="k", lw=0.5)
+            ax.scatter(
+                row.privacy_loss_4alpha, row.steps, marker="o", s=40, color=color, edgecolor="k", lw=0.5
+            )
     ax.axhline(k_max, color="0.6", ls=":", lw=1)
     ax.text(ax.get_xlim()[0], k_max, " K_max", va="bottom", fontsize=7, color="0.4")
 
 
-def plot_steps(steps: pd.DataFrame, examples: pd.DataFrame, curves: pd.DataFrame, methods: Sequence[str],
-               fits: dict[str, dict | None], png_path: str | Path, *, k_max: int, metric: str, title: str = "",
-               figure: str = "") -> list[Path]:
+def plot_steps(
+    steps: pd.DataFrame,
+    examples: pd.DataFrame,
+    curves: pd.DataFrame,
+    methods: Sequence[str],
+    fits: dict[str, dict | None],
+    png_path: str | Path,
+    *,
+    k_max: int,
+    metric: str,
+    title: str = "",
+    figure: str = "",
+) -> list[Path]:
     """F2 / F3, one row per method: steps to unlearn per run against the group's P(x, 4α) with the fitted
     trend (only over groups that needed unlearning, censored runs as lower bounds), the uncensored
     remaining gap per group, and the forget-loss curves against their oracle bands."""
@@ -91,9 +129,16 @@ def plot_steps(steps: pd.DataFrame, examples: pd.DataFrame, curves: pd.DataFrame
         if fit is not None:
             used = runs[runs["group"].isin(fit["groups_used"])]
             grid = np.geomspace(used["privacy_loss_4alpha"].min(), used["privacy_loss_4alpha"].max(), 50)
-            ax_steps.plot(grid, fit["predict"](grid), "--", color="tab:red",
-                          label=(f"Tobit fit {fit['scale']:.0f}·log P + {fit['offset']:.0f} over {fit['n']} runs of "
-                                 f"{len(fit['groups_used'])} groups ({fit['n_censored']} censored)"))
+            ax_steps.plot(
+                grid,
+                fit["predict"](grid),
+                "--",
+                color="tab:red",
+                label=(
+                    f"Tobit fit {fit['scale']:.0f}·log P + {fit['offset']:.0f} over {fit['n']} runs of "
+                    f"{len(fit['groups_used'])} groups ({fit['n_censored']} censored)"
+                ),
+            )
         inside = sorted(set(runs["group"]) - set(fit["groups_used"] if fit else []))
         if inside:
             ax_steps.plot([], [], " ", label=f"not fitted (inside the band at step 0): {', '.join(inside)}")
@@ -103,17 +148,32 @@ def plot_steps(steps: pd.DataFrame, examples: pd.DataFrame, curves: pd.DataFrame
         ax_steps.set_title(f"{method}: first passage into the oracle band\n{CENSORED_NOTE}", fontsize=10)
         ax_steps.legend(fontsize=7, loc="upper left")
         mine = gaps[gaps["method"] == method].sort_values("privacy_loss_4alpha")
-        ax_gap.errorbar(mine["privacy_loss_4alpha"], mine["mean"], yerr=[mine["mean"] - mine["low"],
-                        mine["high"] - mine["mean"]], fmt="o-", color="0.25", ecolor="0.5", capsize=3)
+        ax_gap.errorbar(
+            mine["privacy_loss_4alpha"],
+            mine["mean"],
+            yerr=[mine["mean"] - mine["low"], mine["high"] - mine["mean"]],
+            fmt="o-",
+            color="0.25",
+            ecolor="0.5",
+            capsize=3,
+        )
         for row in mine.itertuples():
-            ax_gap.annotate(f"{row.group} ({row.n_inside_at_step0} of {row.n_needed + row.n_inside_at_step0} inside "
-                            "at step 0)", (row.privacy_loss_4alpha, row.mean), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")
+            ax_gap.annotate(
+                f"{row.group} ({row.n_inside_at_step0} of {row.n_needed + row.n_inside_at_step0} inside "
+                "at step 0)",
+                (row.privacy_loss_4alpha, row.mean),
+                fontsize=6,
+                xytext=(3, 3),
+                textcoords="offset points",
+            )
         ax_gap.set_xscale("log")
         ax_gap.set_xlabel("group mean P(x, 4α) (nats, log scale)")
         ax_gap.set_ylabel(f"{metric.replace('_', ' ')} (fraction of the step-0 gap)")
-        ax_gap.set_title(f"{method}: uncensored difficulty, mean ± 95% CI over examples\n"
-                         "(examples outside their band at step 0 only)", fontsize=10)
+        ax_gap.set_title(
+            f"{method}: uncensored difficulty, mean ± 95% CI over examples\n"
+            "(examples outside their band at step 0 only)",
+            fontsize=10,
+        )
         part = curves[(curves["method"] == method) & (curves["score"] == "privacy_loss")]
         for group in order:
             g = part[part["group"] == group]
@@ -140,8 +200,17 @@ def _comparison(frame: pd.DataFrame) -> pd.DataFrame:
     return chosen
 
 
-def plot_hard_groups(steps: pd.DataFrame, examples: pd.DataFrame, survival: pd.DataFrame, method: str,
-                     png_path: str | Path, *, k_max: int, metric: str, title: str = "") -> list[Path]:
+def plot_hard_groups(
+    steps: pd.DataFrame,
+    examples: pd.DataFrame,
+    survival: pd.DataFrame,
+    method: str,
+    png_path: str | Path,
+    *,
+    k_max: int,
+    metric: str,
+    title: str = "",
+) -> list[Path]:
     """F5: which score finds the hardest-to-unlearn group? Survival of the forget examples, the
     uncensored remaining gap with its CI, and the group-level steps with censoring shown."""
     runs = _comparison(steps[steps["method"] == method])
@@ -158,30 +227,60 @@ def plot_hard_groups(steps: pd.DataFrame, examples: pd.DataFrame, survival: pd.D
         if part.empty:
             continue
         unlearned = 1 - part["survival"].to_numpy()
-        ax_km.step(part["step"], unlearned, where="post", color=palette[label],
-                   label=f"{label} (n = {int(part['n_examples'].iloc[0])})")
-        ax_km.fill_between(part["step"], np.clip(unlearned - 1.96 * part["se"], 0, 1),
-                           np.clip(unlearned + 1.96 * part["se"], 0, 1), step="post", color=palette[label], alpha=0.1)
+        ax_km.step(
+            part["step"],
+            unlearned,
+            where="post",
+            color=palette[label],
+            label=f"{label} (n = {int(part['n_examples'].iloc[0])})",
+        )
+        ax_km.fill_between(
+            part["step"],
+            np.clip(unlearned - 1.96 * part["se"], 0, 1),
+            np.clip(unlearned + 1.96 * part["se"], 0, 1),
+            step="post",
+            color=palette[label],
+            alpha=0.1,
+        )
     ax_km.set_xlim(0, k_max)
     ax_km.set_ylim(0, 1)
     ax_km.set_xlabel("unlearning step")
     ax_km.set_ylabel("fraction of forget examples unlearned")
-    ax_km.set_title("Kaplan-Meier, examples outside their band at step 0\n(a curve below 1 at K_max: the rest are censored)",
-                    fontsize=10)
+    ax_km.set_title(
+        "Kaplan-Meier, examples outside their band at step 0\n"
+        "(a curve below 1 at K_max: the rest are censored)",
+        fontsize=10,
+    )
     ax_km.legend(fontsize=7, title="chosen by", title_fontsize=8)
     by_label = gaps.set_index("chosen by").loc[order]
-    ax_gap.errorbar(np.arange(len(order)), by_label["mean"],
-                    yerr=[by_label["mean"] - by_label["low"], by_label["high"] - by_label["mean"]],
-                    fmt="none", ecolor="0.3", capsize=4)
+    ax_gap.errorbar(
+        np.arange(len(order)),
+        by_label["mean"],
+        yerr=[by_label["mean"] - by_label["low"], by_label["high"] - by_label["mean"]],
+        fmt="none",
+        ecolor="0.3",
+        capsize=4,
+    )
     for i, label in enumerate(order):
         row = by_label.loc[label]
         if not np.isfinite(row["mean"]):
-            ax_gap.annotate(f"{int(row['n_needed'])} examples outside\ntheir band at step 0:\ntoo few to draw",
-                            (i, 0.5), xycoords=("data", "axes fraction"), fontsize=7, ha="center")
+            ax_gap.annotate(
+                f"{int(row['n_needed'])} examples outside\ntheir band at step 0:\ntoo few to draw",
+                (i, 0.5),
+                xycoords=("data", "axes fraction"),
+                fontsize=7,
+                ha="center",
+            )
             continue
         ax_gap.scatter(i, row["mean"], color=palette[label], s=50, zorder=3)
-        ax_gap.annotate(f"step-0 gap {row['gap_step0']:+.2f} nats", (i, row["high"]), fontsize=7, ha="center",
-                        xytext=(0, 4), textcoords="offset points")
+        ax_gap.annotate(
+            f"step-0 gap {row['gap_step0']:+.2f} nats",
+            (i, row["high"]),
+            fontsize=7,
+            ha="center",
+            xytext=(0, 4),
+            textcoords="offset points",
+        )
     ax_gap.set_xticks(np.arange(len(order)), order, rotation=20)
     ax_gap.set_ylabel(f"{metric.replace('_', ' ')} (fraction of the step-0 gap)")
     ax_gap.set_title("uncensored difficulty (higher = harder), mean ± 95% CI over examples", fontsize=10)
@@ -212,8 +311,9 @@ def plot_difficulty(correlations: pd.DataFrame, png_path: str | Path, *, title: 
     sns.set_theme(style="whitegrid", context="notebook")
     methods = sorted(correlations["method"].unique())
     metrics = list(dict.fromkeys(correlations["difficulty"]))
-    fig, axes = plt.subplots(len(metrics), 2, figsize=(14, 0.9 + 2.6 * len(metrics) * max(1, len(methods) / 2)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(metrics), 2, figsize=(14, 0.9 + 2.6 * len(metrics) * max(1, len(methods) / 2)), squeeze=False
+    )
     colors = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
     for (ax_rho, ax_diff), metric in zip(axes, metrics):
         part = correlations[correlations["difficulty"] == metric]
@@ -221,28 +321,54 @@ def plot_difficulty(correlations: pd.DataFrame, png_path: str | Path, *, title: 
         for k, method in enumerate(methods):
             rows = part[part["method"] == method].set_index("score").reindex(scores)
             y = np.arange(len(scores)) + (k - (len(methods) - 1) / 2) * 0.22
-            ax_rho.errorbar(rows["rho"], y, xerr=[rows["rho"] - rows["rho_low"], rows["rho_high"] - rows["rho"]],
-                            fmt="o", color=colors[method], capsize=3,
-                            label=f"{method} (n = {int(rows['n_units'].max())} examples, {int(rows['n_seeds'].max())} seeds)")
+            ax_rho.errorbar(
+                rows["rho"],
+                y,
+                xerr=[rows["rho"] - rows["rho_low"], rows["rho_high"] - rows["rho"]],
+                fmt="o",
+                color=colors[method],
+                capsize=3,
+                label=(
+                    f"{method} (n = {int(rows['n_units'].max())} examples, "
+                    f"{int(rows['n_seeds'].max())} seeds)"
+                ),
+            )
             others = rows.iloc[1:]
-            ax_diff.errorbar(others["rho_minus_reference"], y[1:],
-                             xerr=[others["rho_minus_reference"] - others["difference_low"],
-                                   others["difference_high"] - others["rho_minus_reference"]],
-                             fmt="s", color=colors[method], capsize=3)
+            ax_diff.errorbar(
+                others["rho_minus_reference"],
+                y[1:],
+                xerr=[
+                    others["rho_minus_reference"] - others["difference_low"],
+                    others["difference_high"] - others["rho_minus_reference"],
+                ],
+                fmt="s",
+                color=colors[method],
+                capsize=3,
+            )
             for yy, row in zip(y[1:], others.itertuples()):
-                ax_diff.annotate(row.verdict, (row.difference_high, yy), fontsize=6, xytext=(4, -2),
-                                 textcoords="offset points")
+                ax_diff.annotate(
+                    row.verdict,
+                    (row.difference_high, yy),
+                    fontsize=6,
+                    xytext=(4, -2),
+                    textcoords="offset points",
+                )
         for ax in (ax_rho, ax_diff):
             ax.axvline(0, color="0.3", lw=0.8)
             ax.set_yticks(np.arange(len(scores)), scores)
             ax.invert_yaxis()
         reference = part["reference"].iloc[0]
         ax_rho.set_xlabel(f"Spearman ρ(difficulty, score); difficulty = {metric.replace('_', ' ')}")
-        ax_rho.set_title("claim 3: does the score predict per-example unlearning difficulty? (95% CI)", fontsize=10)
+        ax_rho.set_title(
+            "claim 3: does the score predict per-example unlearning difficulty? (95% CI)", fontsize=10
+        )
         ax_rho.legend(fontsize=7, loc="lower right")
         ax_diff.set_xlabel(f"ρ({reference}) − ρ(score), paired bootstrap 95% CI")
         ax_diff.set_title("claim 4: does P predict it better than the proxy? (> 0: yes)", fontsize=10)
-    fig.suptitle(f"{title} F8: unlearning difficulty per example vs privacy loss and proxies "
-                 "(bootstrap over unlearning seeds and examples)".strip(), fontsize=11)
+    fig.suptitle(
+        f"{title} F8: unlearning difficulty per example vs privacy loss and proxies "
+        "(bootstrap over unlearning seeds and examples)".strip(),
+        fontsize=11,
+    )
     fig.tight_layout()
     return save_figure(fig, correlations, png_path)

@@ -1,58 +1,45 @@
 rule spawned_oracle:
     """Oracle spawned from the original's early checkpoint and trained on D minus the group."""
     input:
-        groups=f"{RESULTS}/groups.csv",
-        original=train_run_dir(plan.original_seed(config, 0)),
+        groups=PATHS.groups,
+        original=PATHS.training_run(plan.original_seed(config, 0)),
     output:
-        model=f"{RESULTS}/barriers/spawned/{{score}}/{{group}}.pt",
+        spawned_oracle=PATHS.spawned_oracle("{score}", "{group}"),
     log:
-        f"{LOGS}/barriers/spawned_{{score}}_{{group}}.log",
+        job_log("spawned_oracle"),
     benchmark:
-        f"{BENCHMARKS}/barriers/spawned_{{score}}_{{group}}.tsv"
-    params:
-        config_file=run_config,
-        cli=cli_command,
-        digest=config_digest("training", "barrier"),
-    threads: config["threads"]
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
-        runtime=60,
+        job_benchmark("spawned_oracle")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("spawned_oracle")
+    resources:
+        **compute_resources(runtime=60),
+    params:
+        **job_params("training", "barrier"),
     shell:
-        "{params.cli} spawned-oracle --config {params.config_file} --groups {input.groups} --score {wildcards.score}"
-        " --group {wildcards.group} --original {input.original} --out {output.model}"
-        " --threads {threads} > {log} 2>&1"
+        job_shell("spawned_oracle")
 
 
 rule barrier:
     """Per-example loss along original -> unlearned (after barrier.unlearning_steps) and -> spawned-oracle paths."""
     input:
-        groups=f"{RESULTS}/groups.csv",
-        original=f"{train_run_dir(plan.original_seed(config, 0))}",
-        unlearned=lambda wildcards: list(barrier_endpoints(wildcards).values()),
-        spawned=f"{RESULTS}/barriers/spawned/{{score}}/{{group}}.pt",
+        groups=PATHS.groups,
+        original=PATHS.training_run(plan.original_seed(config, 0)),
+        unlearned=barrier_endpoints,
+        spawned=PATHS.spawned_oracle("{score}", "{group}"),
     output:
-        paths=f"{RESULTS}/barriers/{{score}}/{{group}}.parquet",
+        barrier_paths=PATHS.barrier_paths("{score}", "{group}"),
     log:
-        f"{LOGS}/barriers/{{score}}_{{group}}.log",
+        job_log("barrier"),
     benchmark:
-        f"{BENCHMARKS}/barriers/{{score}}_{{group}}.tsv"
-    params:
-        config_file=run_config,
-        cli=cli_command,
-        endpoints=lambda wildcards, input: " ".join(
-            [f"unlearned_{m}={p}" for m, p in barrier_endpoints(wildcards).items()]
-            + [f"spawned_oracle={input.spawned}"]
-        ),
-        digest=config_digest("barrier"),
-    threads: config["threads"]
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
-        runtime=30,
+        job_benchmark("barrier")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("barrier")
+    resources:
+        **compute_resources(runtime=30),
+    params:
+        **job_params("barrier"),
+        methods=barrier_methods,
     shell:
-        "{params.cli} barrier --config {params.config_file} --groups {input.groups} --score {wildcards.score}"
-        " --group {wildcards.group} --original {input.original}/model.pt --endpoint {params.endpoints}"
-        " --out {output.paths} --threads {threads} > {log} 2>&1"
+        job_shell("barrier")

@@ -1,14 +1,15 @@
 import hashlib
 import os
 import sys
+from typing import NamedTuple
 
 import yaml
 
-
-# The package's config and plan modules need only the standard library, jsonschema and PyYAML:
-# the DAG and the jobs validate with one validator and agree on every group and job name.
+# The package's config, plan, paths and jobs modules need only the standard library, jsonschema
+# and PyYAML: the DAG and the jobs validate with one validator and agree on every group, file and
+# job name.
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
-from perinstance import plan  # noqa: E402
+from perinstance import jobs, paths, plan  # noqa: E402
 from perinstance.config import ConfigError, merge_configs, read_config_file, validate_config  # noqa: E402
 
 
@@ -27,18 +28,20 @@ def experiment_config():
         return validate_config(merge_configs(raw, dict(workflow.config_settings.overwrite_config or {})))
     except ConfigError as err:
         message = str(err)
-        sys.exit(message if message.startswith("config file") else f"config file {', '.join(files)}: {message}")
+        sys.exit(
+            message if message.startswith("config file") else f"config file {', '.join(files)}: {message}"
+        )
 
 
 config.clear()
 config.update(experiment_config())
 
-EXPERIMENT = config["experiment"]
-RESULTS = f"results/{EXPERIMENT}"
-FIGURES = f"figures/{EXPERIMENT}"
-LOGS = f"{RESULTS}/logs"
-BENCHMARKS = f"{RESULTS}/benchmarks"
+PATHS = paths.ResultPaths(config["experiment"])
 SEEDS = config["seeds"]
+GROUPS = plan.all_groups(config)
+UNLEARNING_JOBS = plan.unlearning_jobs(config)
+REPLICATES = range(config["oracles"]["count"])
+TORCH_ENV = "../../envs/torch.yaml"
 # Rules call the package through its CLI; src/ on PYTHONPATH makes that work in conda envs
 # (where the package is not installed) exactly as in an installed virtualenv.
 CLI = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m perinstance"
@@ -46,10 +49,10 @@ CLI = f"PYTHONPATH={workflow.basedir}/src${{PYTHONPATH:+:$PYTHONPATH}} python -m
 
 wildcard_constraints:
     seed=r"\d+",
-    model_id=r"\d+",
-    oracle=r"\d+",
-    useed=r"\d+",
-    method="|".join(["finetune", "sgld", "l1sparse"]),
+    run=r"\d+",
+    replicate=r"\d+",
+    model=r"\d+",
+    method="|".join(plan.UNLEARNING_METHODS),
     score=r"[a-z_0-9]+",
     group=r"[a-z0-9]+",
 
@@ -67,46 +70,69 @@ def config_digest(*sections):
 # a different config) cannot alter what a running workflow reads. It is written in `onstart`, which
 # Snakemake calls only for a real run after taking the lock; dry runs, --lint, --unlock and --report
 # write nothing.
-RUN_CONFIG = f"{RESULTS}/configs/{config_digest()}.yaml"
+RUN_CONFIG = PATHS.run_config(config_digest())
 
 
 def cli_command(wildcards, input):
-    """The params value `cli`: how a job calls the package. It holds the checkout's absolute path;
-    as a derived param (see run_config) it does not rerun every job when the checkout moves."""
+    """How a job calls the package. It holds the checkout's absolute path; as a derived param (it
+    takes `input`) it is left out of the params rerun trigger, so a moved checkout reruns nothing."""
     return CLI
 
 
 def run_config(wildcards, input):
-    """The params value `config_file` of every rule that reads the config.
-
-    Its path changes with any config change. Taking `input` makes it a derived param, which
-    Snakemake leaves out of the params rerun trigger; the rule's `digest` param is what reruns it,
-    for the sections it reads only.
-    """
+    """The config file a job reads. Its path changes with any config change; as a derived param it
+    does not rerun the job: the `digest` param does, for the config sections the job reads."""
     return RUN_CONFIG
 
 
-onstart:
-    if not os.path.exists(RUN_CONFIG):
-        os.makedirs(os.path.dirname(RUN_CONFIG), exist_ok=True)
-        tmp = f"{RUN_CONFIG}.{os.getpid()}.tmp"
-        with open(tmp, "w") as fh:
-            yaml.safe_dump(dict(config), fh, sort_keys=True)
-        os.replace(tmp, RUN_CONFIG)
+# ---- shared by every job rule (command, config, log, benchmark, resources) ----------------
 
 
-def train_run_dir(seed):
-    return f"{RESULTS}/train/seed{seed}"
+def job_params(*sections, **extra):
+    """params of a job rule: the config file, the CLI, and the digest of the config sections the
+    job reads (all of them when none are named), which reruns it when they change."""
+    return {"config_file": run_config, "cli": cli_command, "digest": config_digest(*sections), **extra}
 
 
-def score_tables():
-    """Per-example tables merged into scores.parquet (each capability adds its own)."""
-    return [f"{RESULTS}/privacy/privacy_loss.parquet", f"{RESULTS}/proxies/proxies.parquet"]
+def job_shell(name):
+    return jobs.shell_command(name)
+
+
+def job_threads(name):
+    """Compute jobs (they take --threads) get config key `threads`; table and figure jobs one."""
+    return config["threads"] if jobs.JOBS[name].compute else 1
+
+
+def job_log(name):
+    return PATHS.log(name, jobs.JOBS[name].wildcards)
+
+
+def job_benchmark(name):
+    return PATHS.benchmark(name, jobs.JOBS[name].wildcards)
+
+
+def compute_resources(runtime):
+    """Training-sized jobs: memory grows on each retry after an out-of-memory kill."""
+    return {"mem_mb": lambda wildcards, attempt: 4000 * attempt, "runtime": runtime}
+
+
+def table_resources(runtime=10):
+    return {"mem_mb": lambda wildcards, attempt: 2000 * attempt, "runtime": runtime}
+
+
+# ---- inputs computed from the plan --------------------------------------------------------
+
+
+def training_runs():
+    return [PATHS.training_run(seed) for seed in SEEDS]
+
+
+def all_grad_norms():
+    return [PATHS.grad_norms(seed) for seed in SEEDS]
 
 
 def holdout_files():
-    count = config["proxies"]["holdout_models"]
-    return [f"{RESULTS}/proxies/holdout/model{m}.npz" for m in range(count)]
+    return [PATHS.holdout(m) for m in range(config["proxies"]["holdout_models"])]
 
 
 def published_cscores():
@@ -115,62 +141,35 @@ def published_cscores():
     return [path] if path else []
 
 
-GROUPS = plan.all_groups(config)
-UNLEARNING_JOBS = plan.unlearning_jobs(config)
-ORACLES = range(config["oracles"]["count"])
+def group_oracles(wildcards):
+    return [PATHS.oracle_evaluation(wildcards.score, wildcards.group, r) for r in REPLICATES]
 
 
-def oracle_evaluations(wildcards):
-    return [f"{RESULTS}/oracles/{wildcards.score}/{wildcards.group}/seed{r}.npz" for r in ORACLES]
+def all_oracles():
+    return [PATHS.oracle_evaluation(g.score, g.group, r) for g in GROUPS for r in REPLICATES]
 
 
-def all_oracle_evaluations():
-    return [f"{RESULTS}/oracles/{g.score}/{g.group}/seed{r}.npz" for g in GROUPS for r in ORACLES]
+def unlearning_files(kind):
+    return [PATHS.unlearning(*run)[kind] for run in UNLEARNING_JOBS]
 
 
 def original_run(wildcards):
-    return train_run_dir(plan.original_seed(config, int(wildcards.useed)))
+    return PATHS.training_run(plan.original_seed(config, int(wildcards.run)))
 
 
-def unlearn_output(job, kind):
-    stem = f"{RESULTS}/unlearn/{job.method}/{job.score}/{job.group}/seed{job.seed}"
-    return {"curve": f"{stem}.csv", "final": f"{stem}_final.npz", "examples": f"{stem}_forget.parquet"}[kind]
+def barrier_methods(wildcards):
+    return plan.barrier_methods(config, plan.Group(wildcards.score, wildcards.group))
 
 
 def barrier_endpoints(wildcards):
-    """method -> unlearned endpoint of one barrier group: run 0's model after barrier.unlearning_steps
-    steps (the same for every group), for the methods plan.barrier_methods gives that group."""
-    group = plan.Group(wildcards.score, wildcards.group)
-    stem = f"{RESULTS}/unlearn/{{method}}/{wildcards.score}/{wildcards.group}/seed0_barrier.pt"
-    return {m: stem.format(method=m) for m in plan.barrier_methods(config, group)}
+    """The unlearned endpoints of one barrier group: run 0's model after barrier.unlearning_steps
+    steps (the same for every group), for each of barrier_methods."""
+    return [
+        PATHS.unlearning(m, wildcards.score, wildcards.group, 0)["barrier_model"]
+        for m in barrier_methods(wildcards)
+    ]
 
 
-def barrier_paths():
+def all_barrier_paths():
     """Barrier path tables of every barrier group: the privacy-loss groups and the random groups."""
-    return [f"{RESULTS}/barriers/{g.score}/{g.group}.parquet" for g in plan.barrier_groups(config)]
-
-
-def figure_targets():
-    names = ["F0_training", "F1_privacy_loss", "F4_proxy_correlation", "F6_loss_barriers", "F7_robustness"]
-    methods = set(config["unlearning"]["methods"])
-    if "sgld" in methods:
-        names.append("F2_steps_sgld")
-    if methods & {"finetune", "l1sparse"}:
-        names.append("F3_steps_finetune")
-    if config["unlearning"]["proxy_methods"] and plan.comparison_groups(config):
-        names.append("F5_hard_groups")
-    names.append("F8_difficulty")
-    return [f"{FIGURES}/{name}.png" for name in names]
-
-
-FIGURE_RULES = {"F0_training": "figure_training", "F1_privacy_loss": "figure_privacy",
-                "F4_proxy_correlation": "figure_proxies", "F6_loss_barriers": "figure_barriers",
-                "F7_robustness": "figure_robustness", "F2_steps_sgld": "figure_steps",
-                "F3_steps_finetune": "figure_steps", "F5_hard_groups": "figure_steps",
-                "F8_difficulty": "figure_difficulty"}
-
-
-def figure_sources():
-    """Every input of the targeted figures' rules and of the claims table."""
-    names = {FIGURE_RULES[os.path.basename(path)[: -len(".png")]] for path in figure_targets()} | {"claims"}
-    return sorted({str(path) for name in names for path in getattr(rules, name).input})
+    return [PATHS.barrier_paths(g.score, g.group) for g in plan.barrier_groups(config)]

@@ -1,97 +1,86 @@
 rule grad_norms:
     """Gradient norm of every training example at every checkpoint of one run."""
     input:
-        run=f"{RESULTS}/train/seed{{seed}}",
+        training_run=PATHS.training_run("{seed}"),
     output:
-        norms=f"{RESULTS}/privacy/seed{{seed}}/norms.npz",
+        grad_norms=PATHS.grad_norms("{seed}"),
     log:
-        f"{LOGS}/privacy/grad_norms_seed{{seed}}.log",
+        job_log("grad_norms"),
     benchmark:
-        f"{BENCHMARKS}/privacy/grad_norms_seed{{seed}}.tsv"
-    params:
-        config_file=run_config,
-        cli=cli_command,
-        digest=config_digest("dataset", "model", "device"),
-    threads: config["threads"]
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
-        runtime=60,
+        job_benchmark("grad_norms")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("grad_norms")
+    resources:
+        **compute_resources(runtime=60),
+    params:
+        **job_params("dataset", "model", "device"),
     shell:
-        "{params.cli} grad-norms --config {params.config_file} --run {input.run}"
-        " --threads {threads} --out {output.norms} > {log} 2>&1"
+        job_shell("grad_norms")
 
 
 rule privacy_loss:
     """Per-instance privacy losses P(x, alpha): checkpoint and online estimators, worst case."""
     input:
-        runs=expand(f"{RESULTS}/train/seed{{seed}}", seed=SEEDS),
-        norms=expand(f"{RESULTS}/privacy/seed{{seed}}/norms.npz", seed=SEEDS),
+        training_runs=training_runs(),
+        grad_norms=all_grad_norms(),
     output:
-        table=f"{RESULTS}/privacy/privacy_loss.parquet",
-        long=f"{RESULTS}/privacy/privacy_long.parquet",
-        worst_case=f"{RESULTS}/privacy/worst_case.csv",
+        privacy_table=PATHS.privacy_table,
+        privacy_long=PATHS.privacy_long,
+        worst_case=PATHS.worst_case,
     log:
-        f"{LOGS}/privacy/privacy_loss.log",
+        job_log("privacy_loss"),
     benchmark:
-        f"{BENCHMARKS}/privacy/privacy_loss.tsv"
-    params:
-        config_file=run_config,
-        cli=cli_command,
-        out_dir=lambda wildcards, output: os.path.dirname(output.table),
-        digest=config_digest("privacy"),
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
-        runtime=30,
+        job_benchmark("privacy_loss")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("privacy_loss")
+    resources:
+        **compute_resources(runtime=30),
+    params:
+        **job_params("privacy"),
     shell:
-        "{params.cli} privacy-loss --config {params.config_file} --runs {input.runs}"
-        " --norms {input.norms} --out-dir {params.out_dir} > {log} 2>&1"
+        job_shell("privacy_loss")
 
 
 rule scores:
-    """One row per training example, one column per score (privacy losses, later the proxies)."""
+    """One row per training example, one column per score (privacy losses, proxies)."""
     input:
-        tables=score_tables(),
+        tables=[PATHS.privacy_table, PATHS.proxies],
     output:
-        scores=f"{RESULTS}/scores.parquet",
+        scores=PATHS.scores,
     log:
-        f"{LOGS}/scores.log",
+        job_log("scores"),
     benchmark:
-        f"{BENCHMARKS}/scores.tsv"
-    params:
-        cli=cli_command,
-    resources:
-        mem_mb=2000,
-        runtime=10,
+        job_benchmark("scores")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("scores")
+    resources:
+        **table_resources(),
+    params:
+        **job_params("experiment"),
     shell:
-        "{params.cli} scores --tables {input.tables} --out {output.scores} > {log} 2>&1"
+        job_shell("scores")
 
 
 rule robustness:
     """Rank stability of P across accounting beta, Renyi order, checkpoint schedule, seeds, estimator."""
     input:
-        runs=expand(f"{RESULTS}/train/seed{{seed}}", seed=SEEDS),
-        norms=expand(f"{RESULTS}/privacy/seed{{seed}}/norms.npz", seed=SEEDS),
+        training_runs=training_runs(),
+        grad_norms=all_grad_norms(),
     output:
-        table=f"{RESULTS}/privacy/robustness.csv",
+        robustness=PATHS.robustness,
     log:
-        f"{LOGS}/privacy/robustness.log",
+        job_log("robustness"),
     benchmark:
-        f"{BENCHMARKS}/privacy/robustness.tsv"
-    params:
-        config_file=run_config,
-        cli=cli_command,
-        digest=config_digest("privacy", "groups"),
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
-        runtime=30,
+        job_benchmark("robustness")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("robustness")
+    resources:
+        **compute_resources(runtime=30),
+    params:
+        **job_params("privacy", "groups"),
     shell:
-        "{params.cli} robustness --config {params.config_file} --runs {input.runs} --norms {input.norms}"
-        " --out {output.table} > {log} 2>&1"
+        job_shell("robustness")

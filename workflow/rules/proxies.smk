@@ -1,72 +1,61 @@
 rule holdout:
     """One C-score holdout model: trained on a random fraction of D, predicts all of D."""
     output:
-        predictions=f"{RESULTS}/proxies/holdout/model{{model_id}}.npz",
+        holdout=PATHS.holdout("{model}"),
     log:
-        f"{LOGS}/proxies/holdout_model{{model_id}}.log",
+        job_log("holdout"),
     benchmark:
-        f"{BENCHMARKS}/proxies/holdout_model{{model_id}}.tsv"
-    params:
-        config_file=run_config,
-        cli=cli_command,
-        digest=config_digest("dataset", "model", "training", "device", "proxies"),
-    threads: config["threads"]
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
-        runtime=60,
+        job_benchmark("holdout")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("holdout")
+    resources:
+        **compute_resources(runtime=60),
+    params:
+        **job_params("dataset", "model", "training", "device", "proxies"),
     shell:
-        "{params.cli} holdout --config {params.config_file} --model-id {wildcards.model_id}"
-        " --threads {threads} --out {output.predictions} > {log} 2>&1"
+        job_shell("holdout")
 
 
 rule proxies:
     """EL2N, forgetting events, learning speed and C-scores of every training example."""
     input:
-        runs=expand(f"{RESULTS}/train/seed{{seed}}", seed=SEEDS),
+        training_runs=training_runs(),
         holdout=holdout_files(),
         published=published_cscores(),
     output:
-        table=f"{RESULTS}/proxies/proxies.parquet",
+        proxies=PATHS.proxies,
     log:
-        f"{LOGS}/proxies/proxies.log",
+        job_log("proxies"),
     benchmark:
-        f"{BENCHMARKS}/proxies/proxies.tsv"
-    params:
-        config_file=run_config,
-        cli=cli_command,
-        holdout=lambda wildcards, input: f"--holdout {input.holdout}" if input.holdout else "",
-        digest=config_digest("proxies"),
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
-        runtime=30,
+        job_benchmark("proxies")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("proxies")
+    resources:
+        **compute_resources(runtime=30),
+    params:
+        **job_params("proxies"),
     shell:
-        "{params.cli} proxies --config {params.config_file} --runs {input.runs} {params.holdout}"
-        " --out {output.table} > {log} 2>&1"
+        job_shell("proxies")
 
 
 rule correlations:
     """Spearman and Kendall of privacy loss with each proxy; CIs resample seeds (for P) and examples."""
     input:
-        scores=f"{RESULTS}/scores.parquet",
+        scores=PATHS.scores,
     output:
-        table=f"{RESULTS}/proxies/correlations.csv",
+        correlations=PATHS.correlations,
     log:
-        f"{LOGS}/proxies/correlations.log",
+        job_log("correlations"),
     benchmark:
-        f"{BENCHMARKS}/proxies/correlations.tsv"
-    params:
-        config_file=run_config,
-        cli=cli_command,
-        digest=config_digest("proxies", "groups"),
-    resources:
-        mem_mb=2000,
-        runtime=20,
+        job_benchmark("correlations")
     conda:
-        "../../envs/torch.yaml"
+        TORCH_ENV
+    threads: job_threads("correlations")
+    resources:
+        **table_resources(runtime=20),
+    params:
+        **job_params("proxies", "groups"),
     shell:
-        "{params.cli} correlations --config {params.config_file} --scores {input.scores}"
-        " --out {output.table} > {log} 2>&1"
+        job_shell("correlations")

@@ -1,23 +1,19 @@
 rule train:
     """Train one original model; checkpoints and training dynamics land in its run directory."""
     output:
-        run=directory(f"{RESULTS}/train/seed{{seed}}"),
+        training_run=directory(PATHS.training_run("{seed}")),
     log:
-        f"{LOGS}/train/seed{{seed}}.log",
+        job_log("train"),
     benchmark:
-        f"{BENCHMARKS}/train/seed{{seed}}.tsv"
+        job_benchmark("train")
+    conda:
+        TORCH_ENV
+    threads: job_threads("train")
+    resources:
+        **compute_resources(runtime=60),
     params:
-        config_file=run_config,
-        cli=cli_command,
-        digest=config_digest("dataset", "model", "training", "device"),
+        **job_params("dataset", "model", "training", "device"),
         # the run keeps its optimizer state at this epoch for the spawned oracles
         spawn_epoch=config["barrier"]["spawn_epoch"],
-    threads: config["threads"]
-    resources:
-        mem_mb=lambda wildcards, attempt: 4000 * attempt,  # grows on retry after an OOM kill
-        runtime=60,
-    conda:
-        "../../envs/torch.yaml"
     shell:
-        "{params.cli} train --config {params.config_file} --seed {wildcards.seed}"
-        " --threads {threads} --out {output.run} > {log} 2>&1"
+        job_shell("train")
