@@ -1,0 +1,37 @@
+"""The workflow benchmark's summary of Snakemake's per-job benchmark files."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
+
+
+def _bench():
+    spec = importlib.util.spec_from_file_location("bench_workflow", REPO / "bench/workflow.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tsv(path: Path, wall: float, cpu: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(HEADER + f"{wall}\t0:00:01\t1\t1\t1\t1\t0\t0\t50\t{cpu}\n")
+
+
+def test_families_sum_their_jobs(tmp_path):
+    benchmarks = tmp_path / "results/x/benchmarks"
+    _tsv(benchmarks / "unlearn/finetune/privacy_loss/top1/run0.tsv", 30.0, 20.0)
+    _tsv(benchmarks / "unlearn/sgld/privacy_loss/top1/run1.tsv", 10.5, 9.5)
+    _tsv(benchmarks / "train/seed0.tsv", 5.0, 4.0)
+    _tsv(benchmarks / "groups.tsv", 1.0, 0.5)
+    (benchmarks / "empty.tsv").write_text(HEADER)
+    families = _bench().read_benchmarks(benchmarks)
+    assert list(families) == ["unlearn", "train", "groups"]  # by wall time
+    assert families["unlearn"] == {"jobs": 2, "wall_s": 40.5, "cpu_s": 29.5}
+    summary = _bench().summarise(tmp_path / "results/x", wall_s=60.0, startup_s=2.0)
+    assert summary["jobs"] == 4 and summary["job_wall_s"] == 46.5
+    assert summary["startup_share_of_job_wall"] == round(4 * 2.0 / 46.5, 3)
+    assert summary["machine"]["cores"] >= 1
