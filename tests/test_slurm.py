@@ -100,6 +100,8 @@ def test_slurm_profile_sizes_every_rule(tmp_path):
     listed = set(re.findall(r"^  (\w+):", text.split("\nset-resources:", 1)[1], re.MULTILINE))
     missing = sorted(rules - listed)
     assert not missing, f"add {missing} to set-resources in workflow/profiles/slurm/profile.yaml"
+    stale = sorted(listed - rules)
+    assert not stale, f"remove {stale} from set-resources in workflow/profiles/slurm/profile.yaml (no such rule)"
 
 
 @pytest.mark.slurm
