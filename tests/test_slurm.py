@@ -101,7 +101,9 @@ def test_slurm_profile_sizes_every_rule(tmp_path):
     missing = sorted(rules - listed)
     assert not missing, f"add {missing} to set-resources in workflow/profiles/slurm/profile.yaml"
     stale = sorted(listed - rules)
-    assert not stale, f"remove {stale} from set-resources in workflow/profiles/slurm/profile.yaml (no such rule)"
+    assert not stale, (
+        f"remove {stale} from set-resources in workflow/profiles/slurm/profile.yaml (no such rule)"
+    )
 
 
 @pytest.mark.slurm
