@@ -21,6 +21,19 @@ from perinstance.privacy_scores import privacy_tables
 REPO = Path(__file__).resolve().parents[1]
 TEST_CONFIG = REPO / "workflow/configs/test.yaml"
 
+# the figures the tiny experiment draws
+TEST_FIGURES = (
+    "F0_training",
+    "F1_privacy_loss",
+    "F2_steps_sgld",
+    "F3_steps_finetune",
+    "F4_proxy_correlation",
+    "F5_hard_groups",
+    "F6_loss_barriers",
+    "F7_robustness",
+    "F8_difficulty",
+)
+
 
 def _command(*args: str, cwd: Path) -> tuple[list[str], dict]:
     """Snakemake on this repository's Snakefile, from `cwd`; without --configfile it reads cwd/config.yaml."""
@@ -155,17 +168,7 @@ def test_tiny_workflow_end_to_end(tiny_run):
     tmp_path = tiny_run["cwd"]
     assert tiny_run["returncode"] == 0, tiny_run["output"][-3000:]
     figure_dir = tmp_path / "figures/test"
-    for figure in (
-        "F0_training",
-        "F1_privacy_loss",
-        "F2_steps_sgld",
-        "F3_steps_finetune",
-        "F4_proxy_correlation",
-        "F5_hard_groups",
-        "F6_loss_barriers",
-        "F7_robustness",
-        "F8_difficulty",
-    ):
+    for figure in TEST_FIGURES:
         for suffix in ("png", "pdf", "csv"):
             assert (figure_dir / f"{figure}.{suffix}").stat().st_size > 0
     assert "| claim | method |" in (figure_dir / "results.md").read_text()
@@ -209,17 +212,7 @@ def test_tiny_workflow_end_to_end(tiny_run):
     report = snakemake("--configfile", str(TEST_CONFIG), "--report", "report.html", cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     html = (tmp_path / "report.html").read_text(errors="replace")
-    for figure in (
-        "F0_training",
-        "F1_privacy_loss",
-        "F2_steps_sgld",
-        "F3_steps_finetune",
-        "F4_proxy_correlation",
-        "F5_hard_groups",
-        "F6_loss_barriers",
-        "F7_robustness",
-        "F8_difficulty",
-    ):
+    for figure in TEST_FIGURES:
         assert f"{figure}.png" in html, figure
     assert _tree(tmp_path / "results") == results_before
     # a rerun finds everything complete and does nothing
