@@ -169,8 +169,9 @@ def _seeded_runs(runs: Sequence[str], norms: Sequence[str]) -> list[tuple[int, s
 def _check_seed(run_dir: str, seed: int) -> None:
     from .training import run_seed
 
-    if run_seed(run_dir) != seed:
-        raise ValueError(f"training run {run_dir} holds seed {run_seed(run_dir)}, not seed {seed}")
+    held = run_seed(run_dir)
+    if held != seed:
+        raise ValueError(f"training run {run_dir} holds seed {held}, not seed {seed}")
 
 
 @job(inputs=["training_runs+", "grad_norms+"], outputs=["privacy_table", "privacy_long", "worst_case"])
