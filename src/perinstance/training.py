@@ -47,6 +47,7 @@ from . import io
 from .data import Dataset, Split, load_dataset
 from .inference import loss_and_accuracy, predict_logits, resolve_device
 from .models import build_from_config
+from .optim import SGD
 from .pergrad import loss_backward_with_norms
 
 # the files of a run directory (module docstring)
@@ -459,7 +460,7 @@ def train_run(
         if init_state is not None:
             model.load_state_dict(init_state)
         model = model.to(device)
-        optimizer = torch.optim.SGD(
+        optimizer = SGD(
             model.parameters(),
             lr=training["lr"],
             momentum=training["momentum"],

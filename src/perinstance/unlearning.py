@@ -29,6 +29,7 @@ from .data import Dataset, load_dataset
 from .evaluation import oracle_band
 from .groups import forget_rows
 from .inference import load_model, resolve_device, rows_subset, save_evaluation, split_metrics
+from .optim import SGD
 from .plan import original_seed
 from .training import epoch_batches, langevin_noise_, run_weights
 
@@ -83,7 +84,7 @@ class UnlearningStep(Protocol):
     def __call__(
         self,
         model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer,
+        optimizer: SGD,
         xb: torch.Tensor,
         yb: torch.Tensor,
         recipe: UnlearningRecipe,
@@ -91,7 +92,7 @@ class UnlearningStep(Protocol):
     ) -> None: ...
 
 
-def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+def _descend(optimizer: SGD, loss: torch.Tensor) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -184,7 +185,7 @@ def unlearn(
     test_eval = rows_subset(dataset.test, test_rows)
 
     model.to(device)
-    optimizer = torch.optim.SGD(
+    optimizer = SGD(
         model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
     batch_gen = torch.Generator().manual_seed(seed)
