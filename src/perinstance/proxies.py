@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 PUBLISHED_CSCORES_FILE = "cifar10-cscores-orig-order.npz"
 
@@ -411,6 +410,8 @@ def _spearman_bootstrap_seeds(
 
 
 def _kendall(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy import stats  # ~1 s to import: the training jobs import this module without needing it
+
     return float(stats.kendalltau(x, y).statistic)
 
 
@@ -529,6 +530,8 @@ def correlations(
                 )
             continue
         draws = _seed_draws(n_seeds, n_boot, np.random.default_rng([seed, 2])) if n_seeds else None
+
+        from scipy import stats  # see _kendall
 
         rho = float(stats.spearmanr(x, y).statistic)
         examples = _spearman_bootstrap(x, y, n_boot, np.random.default_rng([seed, 0]))
