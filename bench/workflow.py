@@ -8,7 +8,10 @@ The run happens in a scratch directory (`--directory`), so the checkout's own re
 touched. The result file (JSON) holds the total wall time, and per rule family (the job name: the
 first folder under results/<exp>/benchmarks/) the job count and the wall and CPU seconds that
 Snakemake's per-job benchmark files recorded, the start-up share (each job pays a fresh Python and
-the package's imports before any work), and the machine: cores, CPU model, load, torch version.
+the package's imports before any work), and the machine: cores, CPU model, load, torch version,
+and `reference_step_ms`, one plain training step of the default model measured just before the
+run: hosts of one machine kind differ in speed (an AMD EPYC and an Intel Xeon host of the 2-core
+kind differ 3x per step), and wall times compare only next to it.
 """
 
 from __future__ import annotations
@@ -60,6 +63,31 @@ def startup_seconds(repeats: int = 5) -> float:
     return statistics.median(times)
 
 
+def reference_step_seconds(rounds: int = 5, steps: int = 20) -> float:
+    """Median seconds of one plain training step of the default model (SmallCNN, batch 64, one
+    thread): the machine's speed, so that runs on different hosts of one machine kind compare."""
+    code = (
+        "import statistics, sys, time, torch, torch.nn.functional as F\n"
+        "from perinstance.models import build_model\n"
+        "from perinstance.optim import SGD\n"
+        "torch.set_num_threads(1); torch.manual_seed(0)\n"
+        "m = build_model('smallcnn', num_classes=10, input_shape=(1, 28, 28), width=16, norm_groups=4)\n"
+        "o = SGD(m.parameters(), lr=0.05, momentum=0.9, weight_decay=2e-3)\n"
+        "x, y = torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,))\n"
+        "def step():\n"
+        "    o.zero_grad(); F.cross_entropy(m(x), y).backward(); o.step()\n"
+        "times = []\n"
+        f"for r in range({rounds} + 1):\n"
+        "    t = time.perf_counter()\n"
+        f"    for _ in range({steps}): step()\n"
+        f"    times.append((time.perf_counter() - t) / {steps})\n"
+        "print(statistics.median(times[1:]))\n"
+    )
+    env = dict(os.environ, PYTHONPATH=f"{REPO / 'src'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    out = subprocess.run([sys.executable, "-c", code], check=True, env=env, capture_output=True, text=True)
+    return float(out.stdout.strip())
+
+
 def machine() -> dict[str, object]:
     model = platform.processor()
     cpuinfo = Path("/proc/cpuinfo")
@@ -85,7 +113,9 @@ def machine() -> dict[str, object]:
     }
 
 
-def summarise(results_dir: Path, *, wall_s: float | None, startup_s: float) -> dict[str, object]:
+def summarise(
+    results_dir: Path, *, wall_s: float | None, startup_s: float, reference_step_s: float | None = None
+) -> dict[str, object]:
     families = read_benchmarks(results_dir / "benchmarks")
     jobs = sum(int(f["jobs"]) for f in families.values())
     job_wall = sum(f["wall_s"] for f in families.values())
@@ -101,7 +131,10 @@ def summarise(results_dir: Path, *, wall_s: float | None, startup_s: float) -> d
             name: {k: round(v, 1) if isinstance(v, float) else v for k, v in f.items()}
             for name, f in families.items()
         },
-        "machine": machine(),
+        "machine": dict(
+            machine(),
+            reference_step_ms=round(reference_step_s * 1e3, 2) if reference_step_s is not None else None,
+        ),
     }
 
 
@@ -150,12 +183,16 @@ def main(argv: list[str] | None = None) -> int:
         help="result JSON (default: bench/results/workflow-<exp>-<cores>cores.json)",
     )
     args = parser.parse_args(argv)
+    reference = reference_step_seconds()  # before the run, on the machine as the run finds it
     if args.summarise:
         wall, results = None, args.summarise
     else:
         wall, results = run_workflow(args.configfile, args.cores, args.keep)
     summary = summarise(
-        results, wall_s=round(wall, 1) if wall is not None else None, startup_s=startup_seconds()
+        results,
+        wall_s=round(wall, 1) if wall is not None else None,
+        startup_s=startup_seconds(),
+        reference_step_s=reference,
     )
     summary["configfile"] = str(args.configfile)
     summary["cores"] = args.cores

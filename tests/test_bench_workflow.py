@@ -35,3 +35,10 @@ def test_families_sum_their_jobs(tmp_path):
     assert summary["jobs"] == 4 and summary["job_wall_s"] == 46.5
     assert summary["startup_share_of_job_wall"] == round(4 * 2.0 / 46.5, 3)
     assert summary["machine"]["cores"] >= 1
+
+
+def test_the_reference_step_is_measured_with_the_default_model():
+    seconds = _bench().reference_step_seconds(rounds=1, steps=2)
+    assert 0 < seconds < 60
+    summary = _bench().summarise(Path("/nonexistent"), wall_s=None, startup_s=1.0, reference_step_s=seconds)
+    assert summary["machine"]["reference_step_ms"] == round(seconds * 1e3, 2)

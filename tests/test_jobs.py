@@ -8,9 +8,10 @@ import shlex
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
-from conftest import snakemake_command
+from conftest import snakemake_command, tiny_config
 
 from perinstance import jobs, paths, plan
 from perinstance.cli import build_parser, main
@@ -103,24 +104,83 @@ def test_command_line_quotes_and_spreads_lists():
     assert words[-1] == "F2: it's"
 
 
-def test_every_rule_command_parses_as_its_job(tmp_path):
-    """The shell lines Snakemake renders for the tiny experiment are valid commands of the CLI with
-    every declared argument, so the rules and the registry cannot drift apart."""
-    command, env = snakemake_command("-n", "-p", "--configfile", str(TEST_CONFIG), cwd=tmp_path)
+def _dry_run_commands(tmp_path: Path, *extra: str) -> list[str]:
+    """The `python -m perinstance ...` commands of a dry run of the tiny experiment."""
+    command, env = snakemake_command("-n", "-p", "--configfile", str(TEST_CONFIG), *extra, cwd=tmp_path)
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+    return [
+        line.split("python -m perinstance ", 1)[1].split(" > ", 1)[0]
+        for line in result.stdout.splitlines()
+        if "python -m perinstance " in line
+    ]
+
+
+@pytest.mark.parametrize("models_per_job", ["all", "one"])
+def test_every_rule_command_parses_as_its_job(tmp_path, models_per_job):
+    """The shell lines Snakemake renders for the tiny experiment are valid commands of the CLI with
+    every declared argument, so the rules and the registry cannot drift apart; a batchable job gets
+    one output file per model index, in the indices' order."""
     parser, seen = build_parser(), set()
-    for line in result.stdout.splitlines():
-        if "python -m perinstance " not in line:
-            continue
-        command = line.split("python -m perinstance ", 1)[1].split(" > ", 1)[0]
+    for command in _dry_run_commands(tmp_path, "--config", f"models_per_job={models_per_job}"):
         args = parser.parse_args(shlex.split(command))
         declared = jobs.JOBS[args.job]
         for kind, name, arity in declared.arguments():
             value = getattr(args, f"{kind}.{name}")
             assert value is not None and (arity == "*" or value != []), (args.job, name)
+        if declared.models:
+            indices = getattr(args, f"params.{declared.models_param}")
+            assert len(indices) == 1 if models_per_job == "one" else indices == list(range(len(indices)))
+            for output in declared.outputs:
+                files = getattr(args, f"output.{output.rstrip('+')}")
+                assert [f"{declared.models}{i}" in f for i, f in zip(indices, files)] == [True] * len(indices)
         seen.add(args.job)
     assert seen == set(jobs.JOBS), set(jobs.JOBS) - seen
+
+
+def _written_by_command(command: str) -> list[str]:
+    args = build_parser().parse_args(shlex.split(command))
+    return sorted(
+        f
+        for kind, name, _ in jobs.JOBS[args.job].arguments()
+        if kind == "output"
+        for f in (lambda v: v if isinstance(v, list) else [v])(getattr(args, f"output.{name}"))
+    )
+
+
+def test_batching_models_changes_the_jobs_not_the_files(tmp_path):
+    """models_per_job: all and one plan the same files; only the number of jobs differs."""
+    batched = _dry_run_commands(tmp_path, "--config", "models_per_job=all")
+    single = _dry_run_commands(tmp_path, "--config", "models_per_job=one")
+    files = lambda commands: sorted(f for c in commands for f in _written_by_command(c))  # noqa: E731
+    assert files(batched) == files(single)
+    assert len(batched) < len(single)
+
+
+def test_a_batched_job_trains_the_same_models_as_one_job_per_model(tmp_path):
+    """Several models in one process, one after the other, are bit-identical to one process per
+    model: each model seeds its own generators, nothing carries over from the one before."""
+    config = tiny_config()
+    together = [tmp_path / "together" / f"model{m}.npz" for m in (0, 1)]
+    jobs.run("holdout", config, progress=False, params={"models": [0, 1]}, output={"holdout": together})
+    alone = tmp_path / "alone" / "model1.npz"
+    jobs.run("holdout", config, progress=False, params={"models": [1]}, output={"holdout": [alone]})
+    from perinstance import io
+
+    first, second, single = (io.load_npz(p) for p in (*together, alone))
+    assert set(second) == set(single)
+    for key in single:
+        assert np.array_equal(second[key], single[key]), key
+    assert not np.array_equal(first["prob_true"], single["prob_true"])
+
+
+def test_a_batched_job_needs_one_file_per_model(tmp_path):
+    with pytest.raises(ValueError, match=r"2 models \(\[0, 1\]\) but 1 files.*one file per model"):
+        jobs.run(
+            "holdout", tiny_config(), params={"models": [0, 1]}, output={"holdout": [tmp_path / "a.npz"]}
+        )
+    with pytest.raises(ValueError, match="lists an index twice"):
+        jobs.run("holdout", tiny_config(), params={"models": [0, 0]}, output={"holdout": ["a", "b"]})
 
 
 def test_unlearning_methods_agree_with_the_schema_and_the_registry():

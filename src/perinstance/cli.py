@@ -39,7 +39,10 @@ def _add_job(sub: argparse._SubParsersAction, declared: Job) -> None:
         if arity:
             options["nargs"] = arity
             options["default"] = []
-        if kind == "wildcards" and index_wildcard(name):
+        if (kind == "wildcards" and index_wildcard(name)) or (kind, name) == (
+            "params",
+            declared.models_param,
+        ):
             options["type"] = _count
         if kind == "wildcards" and wildcard_choices(name):
             options["choices"] = list(wildcard_choices(name))

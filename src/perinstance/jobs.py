@@ -47,15 +47,28 @@ class Job:
     params: tuple[str, ...]
     compute: bool  # runs torch: --threads and --no-progress
     replaces: bool  # --force may replace an existing output the project did not create
+    # Batchable jobs train several models of one kind (oracle replicates, unlearning runs, holdout
+    # models): `models` names the index ("replicate"); the job takes the indices as the param
+    # `<models>s` and one output file per index under each output name. Config key models_per_job
+    # decides whether a rule hands it one index (the index is then a wildcard of the rule's files,
+    # logs and benchmarks) or all of them.
+    models: str | None = None
 
     @property
     def command(self) -> str:
         return self.name.replace("_", "-")
 
+    @property
+    def models_param(self) -> str | None:
+        """The param holding a batchable job's model indices: `replicates` for `replicate`."""
+        return f"{self.models}s" if self.models else None
+
     def arguments(self) -> list[tuple[str, str, str]]:
         """(kind, name, arity) of every argument besides --config, in command-line order."""
         named = [("wildcards", w) for w in self.wildcards] + [("input", i) for i in self.inputs]
         named += [("output", o) for o in self.outputs] + [("params", p) for p in self.params]
+        if self.models:
+            named.append(("params", self.models_param + _MANY))
         return [
             (kind, spec.rstrip(_MANY + _OPTIONAL), spec[-1] if spec[-1] in _MANY + _OPTIONAL else "")
             for kind, spec in named
@@ -73,8 +86,11 @@ def job(
     params: Sequence[str] = (),
     compute: bool = False,
     replaces: bool = False,
+    models: str | None = None,
 ):
-    """Register a job function under its own name; its docstring's first line is its --help."""
+    """Register a job function under its own name; its docstring's first line is its --help.
+
+    `models`: the index of the models a batchable job trains (see Job.models)."""
 
     def register(function):
         name = function.__name__
@@ -88,7 +104,12 @@ def job(
             tuple(params),
             compute,
             replaces,
+            models,
         )
+        if models is not None and models not in INDEX_WILDCARDS:
+            raise ValueError(
+                f"job {name}: models index {models!r} is not one of {', '.join(INDEX_WILDCARDS)}"
+            )
         names = [arg for _, arg, _ in declared.arguments()]
         clashes = sorted(
             {n for n in names if names.count(n) > 1} | ({"config", "threads", "force"} & set(names))
@@ -126,6 +147,22 @@ def command_line(name: str, *, config_file: str, values: Mapping[str, Mapping[st
         value = values[kind][arg]
         words += [flag(arg), *([str(v) for v in value] if arity else [str(value)])]
     return shlex.join(words)
+
+
+def _per_model(job: SimpleNamespace, *lists: Sequence[str]) -> list[tuple]:
+    """(index, the index's entry of every list) for each model of a batchable job, in the order of
+    its indices param: one output (or input) file per model under each name."""
+    declared = JOBS[job.name]
+    indices = [int(i) for i in getattr(job.params, declared.models_param)]
+    if len(set(indices)) != len(indices):
+        raise ValueError(f"job {job.name}: --{declared.models_param} lists an index twice: {indices}")
+    for files in lists:
+        if len(files) != len(indices):
+            raise ValueError(
+                f"job {job.name}: {len(indices)} {declared.models_param} ({indices}) but {len(files)} "
+                f"files in {list(files)}; give one file per {declared.models}, in the same order"
+            )
+    return list(zip(indices, *lists))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,14 +248,15 @@ def robustness(config, job):
 # ---------------------------------------------------------------------------------------------
 
 
-@job(wildcards=["model"], outputs=["holdout"], compute=True, replaces=True)
+@job(outputs=["holdout+"], compute=True, replaces=True, models="model")
 def holdout(config, job):
-    """One C-score holdout model: trained on a random fraction of D, its predictions on all of D."""
+    """C-score holdout models: each trained on a random fraction of D, its predictions on all of D."""
     from .retrain import holdout_predictions
 
-    return holdout_predictions(
-        config, job.wildcards.model, job.output.holdout, progress=job.progress, force=job.force
-    )
+    return [
+        holdout_predictions(config, model, out, progress=job.progress, force=job.force)
+        for model, out in _per_model(job, job.output.holdout)
+    ]
 
 
 @job(inputs=["training_runs+", "holdout*"], outputs=["proxies"])
@@ -286,58 +324,72 @@ def groups(config, job):
 
 
 @job(
-    wildcards=["score", "group", "replicate"],
+    wildcards=["score", "group"],
     inputs=["groups"],
-    outputs=["oracle_evaluation", "oracle_model"],
+    outputs=["oracle_evaluation+", "oracle_model+"],
     compute=True,
     replaces=True,
+    models="replicate",
 )
 def oracle(config, job):
-    """Oracle replicate r of a forget group: retrained from scratch on D minus the group, evaluated on it."""
+    """Oracle replicates of a forget group: each retrained from scratch on D minus the group, evaluated."""
     from .retrain import run_oracle
 
     w = job.wildcards
-    return run_oracle(
-        config,
-        w.score,
-        w.group,
-        w.replicate,
-        job.input.groups,
-        job.output.oracle_model,
-        job.output.oracle_evaluation,
-        progress=job.progress,
-        force=job.force,
-    )
+    return [
+        run_oracle(
+            config,
+            w.score,
+            w.group,
+            replicate,
+            job.input.groups,
+            model_out,
+            evaluation_out,
+            progress=job.progress,
+            force=job.force,
+        )
+        for replicate, evaluation_out, model_out in _per_model(
+            job, job.output.oracle_evaluation, job.output.oracle_model
+        )
+    ]
 
 
 @job(
-    wildcards=["method", "score", "group", "run"],
-    inputs=["groups", "original", "oracles+"],
-    outputs=["curve", "examples", "final", "model", "barrier_model"],
+    wildcards=["method", "score", "group"],
+    inputs=["groups", "originals+", "oracles+"],
+    outputs=["curve+", "examples+", "final+", "model+", "barrier_model+"],
     compute=True,
+    models="run",
 )
 def unlearn(config, job):
-    """One unlearning run (method, group, run) from the original model, on the retain set."""
+    """Unlearning runs of (method, group), each from its original model (--originals, in run order)
+    on the retain set."""
     from .unlearning import run_unlearning_job
 
     w, out = job.wildcards, job.output
-    run_unlearning_job(
-        config,
-        w.method,
-        w.score,
-        w.group,
-        w.run,
-        job.input.groups,
-        job.input.original,
-        job.input.oracles,
-        curve_out=out.curve,
-        examples_out=out.examples,
-        final_out=out.final,
-        model_out=out.model,
-        barrier_model_out=out.barrier_model,
-        progress=job.progress,
-    )
-    return [out.curve, out.examples, out.final, out.model, out.barrier_model]
+    written = []
+    for run, original, *outputs in _per_model(
+        job, job.input.originals, out.curve, out.examples, out.final, out.model, out.barrier_model
+    ):
+        curve, examples, final, model, barrier_model = outputs
+        run_unlearning_job(
+            config,
+            w.method,
+            w.score,
+            w.group,
+            run,
+            job.input.groups,
+            original,
+            job.input.oracles,
+            curve_out=curve,
+            examples_out=examples,
+            final_out=final,
+            model_out=model,
+            barrier_model_out=barrier_model,
+            progress=job.progress,
+        )
+        written += outputs
+    return written
 
 
 @job(
@@ -647,6 +699,7 @@ def run(
         raise ValueError(f"job {name} needs {', '.join(missing)}")
     job_args = SimpleNamespace(
         **{kind: SimpleNamespace(**named) for kind, named in given.items()},
+        name=name,
         settings=Settings.from_config(config),
         progress=progress,
         force=force,

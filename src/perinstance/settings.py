@@ -258,6 +258,7 @@ class Settings(_Section):
     seeds: tuple[int, ...]
     device: str
     threads: int
+    models_per_job: str
     dataset: DatasetSettings
     model: ModelSettings
     training: TrainingSettings

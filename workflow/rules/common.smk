@@ -41,6 +41,9 @@ SEEDS = config["seeds"]
 GROUPS = plan.all_groups(config)
 UNLEARNING_JOBS = plan.unlearning_jobs(config)
 REPLICATES = range(config["oracles"]["count"])
+RUNS = range(config["unlearning"]["seeds"])
+HOLDOUT_MODELS = range(config["proxies"]["holdout_models"])
+ONE_MODEL_PER_JOB = config["models_per_job"] == "one"
 TORCH_ENV = "../../envs/torch.yaml"
 # Rules call the package through its CLI; src/ on PYTHONPATH makes that work in conda envs
 # (where the package is not installed) exactly as in an installed virtualenv.
@@ -103,12 +106,42 @@ def job_threads(name):
     return config["threads"] if jobs.JOBS[name].compute else 1
 
 
+def rule_wildcards(name):
+    """The wildcards of job `name`'s rule: the job's own, and a batchable job's model index when
+    each model has its job (models_per_job: one)."""
+    declared = jobs.JOBS[name]
+    extra = (declared.models,) if declared.models and ONE_MODEL_PER_JOB else ()
+    return declared.wildcards + extra
+
+
 def job_log(name):
-    return PATHS.log(name, jobs.JOBS[name].wildcards)
+    return PATHS.log(name, rule_wildcards(name))
 
 
 def job_benchmark(name):
-    return PATHS.benchmark(name, jobs.JOBS[name].wildcards)
+    return PATHS.benchmark(name, rule_wildcards(name))
+
+
+# ---- batchable jobs: one job per model, or one per batch of models (models_per_job) ---------
+
+
+def rule_models(name, indices):
+    """The model indices in the file names of batchable job `name`'s rule: its index wildcard
+    (e.g. "{replicate}") when each model has its job, else every index of `indices`."""
+    return [f"{{{jobs.JOBS[name].models}}}"] if ONE_MODEL_PER_JOB else list(indices)
+
+
+def job_models(name, indices, wildcards):
+    """The model indices that one job of batchable job `name` trains."""
+    index = jobs.JOBS[name].models
+    return [int(wildcards[index])] if ONE_MODEL_PER_JOB else list(indices)
+
+
+def models_param(name, indices):
+    """The params entry with the job's model indices. A derived param (it takes `input`): the
+    files and their contents do not depend on how the models are batched, so regrouping them
+    reruns nothing."""
+    return {jobs.JOBS[name].models_param: lambda wildcards, input: job_models(name, indices, wildcards)}
 
 
 def compute_resources(runtime):
@@ -132,7 +165,7 @@ def all_grad_norms():
 
 
 def holdout_files():
-    return [PATHS.holdout(m) for m in range(config["proxies"]["holdout_models"])]
+    return [PATHS.holdout(m) for m in HOLDOUT_MODELS]
 
 
 def published_cscores():
@@ -153,8 +186,17 @@ def unlearning_files(kind):
     return [PATHS.unlearning(*run)[kind] for run in UNLEARNING_JOBS]
 
 
-def original_run(wildcards):
-    return PATHS.training_run(plan.original_seed(config, int(wildcards.run)))
+def unlearning_originals(wildcards):
+    """The original model of each unlearning run of one unlearn job, in run order."""
+    return [
+        PATHS.training_run(plan.original_seed(config, run)) for run in job_models("unlearn", RUNS, wildcards)
+    ]
+
+
+def unlearning_outputs():
+    """Every file of the unlearning runs of one unlearn job, by kind (curve, examples, ...)."""
+    runs = [PATHS.unlearning("{method}", "{score}", "{group}", r) for r in rule_models("unlearn", RUNS)]
+    return {kind: [run[kind] for run in runs] for kind in runs[0]}
 
 
 def barrier_methods(wildcards):

@@ -1,7 +1,7 @@
 rule holdout:
-    """One C-score holdout model: trained on a random fraction of D, predicts all of D."""
+    """C-score holdout models (one or all per job): each trained on a random fraction of D, predicts all of D."""
     output:
-        holdout=PATHS.holdout("{model}"),
+        holdout=[PATHS.holdout(m) for m in rule_models("holdout", HOLDOUT_MODELS)],
     log:
         job_log("holdout"),
     benchmark:
@@ -13,6 +13,7 @@ rule holdout:
         **compute_resources(runtime=60),
     params:
         **job_params("dataset", "model", "training", "device", "proxies"),
+        **models_param("holdout", HOLDOUT_MODELS),
     shell:
         job_shell("holdout")
 

@@ -20,12 +20,14 @@ rule groups:
 
 
 rule oracle:
-    """Oracle replicate r of a forget group: retrained from scratch on D minus the group."""
+    """Oracle replicates of a forget group (one or all per job): retrained from scratch on D minus the group."""
     input:
         groups=PATHS.groups,
     output:
-        oracle_evaluation=PATHS.oracle_evaluation("{score}", "{group}", "{replicate}"),
-        oracle_model=PATHS.oracle_model("{score}", "{group}", "{replicate}"),
+        oracle_evaluation=[
+            PATHS.oracle_evaluation("{score}", "{group}", r) for r in rule_models("oracle", REPLICATES)
+        ],
+        oracle_model=[PATHS.oracle_model("{score}", "{group}", r) for r in rule_models("oracle", REPLICATES)],
     log:
         job_log("oracle"),
     benchmark:
@@ -37,20 +39,21 @@ rule oracle:
         **compute_resources(runtime=60),
     params:
         **job_params("dataset", "model", "training", "device"),
+        **models_param("oracle", REPLICATES),
     shell:
         job_shell("oracle")
 
 
 rule unlearn:
-    """One unlearning run (method, group, run) from the original model on the retain set."""
+    """Unlearning runs of (method, group) (one or all per job), each from its original model on the retain set."""
     input:
         groups=PATHS.groups,
-        original=original_run,
+        originals=unlearning_originals,
         oracles=group_oracles,
     output:
         # barrier_model: the loss-barrier endpoint, the model after exactly barrier.unlearning_steps
         # steps, the same number of steps for every group
-        **PATHS.unlearning("{method}", "{score}", "{group}", "{run}"),
+        **unlearning_outputs(),
     log:
         job_log("unlearn"),
     benchmark:
@@ -62,6 +65,7 @@ rule unlearn:
         **compute_resources(runtime=60),
     params:
         **job_params("unlearning", "oracles"),
+        **models_param("unlearn", RUNS),
         barrier_steps=config["barrier"]["unlearning_steps"],  # reruns the runs when the endpoint moves
     shell:
         job_shell("unlearn")
