@@ -52,11 +52,20 @@ def test_lint_is_clean(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_dry_run_lists_one_train_job_per_seed(tmp_path):
-    result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path)
+@pytest.mark.parametrize("models_per_job", ["all", "one"])
+def test_dry_run_lists_one_train_job_per_seed(tmp_path, models_per_job):
+    result = snakemake(
+        "-n",
+        "--configfile",
+        str(REPO / "config.yaml"),
+        "--config",
+        f"models_per_job={models_per_job}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     jobs = {k: str(v) for k, v in _job_counts(result.stdout).items()}
-    assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == "8"
+    one = models_per_job == "one"
+    assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == ("8" if one else "1")
     assert jobs["figure"] == "8"  # F0-F5, F7, F8 (F6 has its own rule)
     # one per privacy-loss group (low, mid, high, top1-top7) and per random group
     assert jobs["spawned_oracle"] == jobs["barrier"] == "11"
@@ -73,10 +82,10 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path):
         "steps",
     ):
         assert jobs[single] == "1", single
-    # 15 groups (low, mid, high, top1-top7; 4 proxies' high; 1 random) x 3 oracles
-    assert jobs["oracle"] == "45"
-    # 10 privacy groups x 3 methods x 2 runs + 5 comparison groups x finetune x 2 runs
-    assert jobs["unlearn"] == "70"
+    # 15 groups (low, mid, high, top1-top7; 4 proxies' high; 1 random) x 3 oracles, 3 per job or 1
+    assert jobs["oracle"] == ("45" if one else "15")
+    # (10 privacy groups x 3 methods + 5 comparison groups x finetune) x 2 runs, 2 per job or 1
+    assert jobs["unlearn"] == ("70" if one else "35")
 
 
 def test_committed_figures_without_results_rerun_the_experiment(tmp_path):
@@ -89,7 +98,7 @@ def test_committed_figures_without_results_rerun_the_experiment(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result.stdout)
-    assert jobs["train"] == 3 and jobs["figure"] == 8 and jobs["oracle"] == 45 and jobs["claims"] == 1
+    assert jobs["train"] == 3 and jobs["figure"] == 8 and jobs["oracle"] == 15 and jobs["claims"] == 1
 
 
 def _job_counts(stdout: str) -> dict[str, int]:
