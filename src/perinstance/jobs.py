@@ -368,10 +368,9 @@ def unlearn(config, job):
 
     w, out = job.wildcards, job.output
     written = []
-    for run, original, *outputs in _per_model(
+    for run, original, curve, examples, final, model, barrier_model in _per_model(
         job, job.input.originals, out.curve, out.examples, out.final, out.model, out.barrier_model
     ):
-        curve, examples, final, model, barrier_model = outputs
         run_unlearning_job(
             config,
             w.method,
@@ -388,7 +387,7 @@ def unlearn(config, job):
             barrier_model_out=barrier_model,
             progress=job.progress,
         )
-        written += outputs
+        written += [curve, examples, final, model, barrier_model]
     return written
 
 

@@ -44,6 +44,8 @@ REPLICATES = range(config["oracles"]["count"])
 RUNS = range(config["unlearning"]["seeds"])
 HOLDOUT_MODELS = range(config["proxies"]["holdout_models"])
 ONE_MODEL_PER_JOB = config["models_per_job"] == "one"
+# every model index of each batchable job
+MODEL_INDICES = {"oracle": REPLICATES, "unlearn": RUNS, "holdout": HOLDOUT_MODELS}
 TORCH_ENV = "../../envs/torch.yaml"
 # Rules call the package through its CLI; src/ on PYTHONPATH makes that work in conda envs
 # (where the package is not installed) exactly as in an installed virtualenv.
@@ -125,23 +127,23 @@ def job_benchmark(name):
 # ---- batchable jobs: one job per model, or one per batch of models (models_per_job) ---------
 
 
-def rule_models(name, indices):
+def rule_models(name):
     """The model indices in the file names of batchable job `name`'s rule: its index wildcard
-    (e.g. "{replicate}") when each model has its job, else every index of `indices`."""
-    return [f"{{{jobs.JOBS[name].models}}}"] if ONE_MODEL_PER_JOB else list(indices)
+    (e.g. "{replicate}") when each model has its job, else every index."""
+    return [f"{{{jobs.JOBS[name].models}}}"] if ONE_MODEL_PER_JOB else list(MODEL_INDICES[name])
 
 
-def job_models(name, indices, wildcards):
+def job_models(name, wildcards):
     """The model indices that one job of batchable job `name` trains."""
     index = jobs.JOBS[name].models
-    return [int(wildcards[index])] if ONE_MODEL_PER_JOB else list(indices)
+    return [int(wildcards[index])] if ONE_MODEL_PER_JOB else list(MODEL_INDICES[name])
 
 
-def models_param(name, indices):
+def models_param(name):
     """The params entry with the job's model indices. A derived param (it takes `input`): the
     files and their contents do not depend on how the models are batched, so regrouping them
     reruns nothing."""
-    return {jobs.JOBS[name].models_param: lambda wildcards, input: job_models(name, indices, wildcards)}
+    return {jobs.JOBS[name].models_param: lambda wildcards, input: job_models(name, wildcards)}
 
 
 def compute_resources(runtime):
@@ -188,14 +190,12 @@ def unlearning_files(kind):
 
 def unlearning_originals(wildcards):
     """The original model of each unlearning run of one unlearn job, in run order."""
-    return [
-        PATHS.training_run(plan.original_seed(config, run)) for run in job_models("unlearn", RUNS, wildcards)
-    ]
+    return [PATHS.training_run(plan.original_seed(config, run)) for run in job_models("unlearn", wildcards)]
 
 
 def unlearning_outputs():
     """Every file of the unlearning runs of one unlearn job, by kind (curve, examples, ...)."""
-    runs = [PATHS.unlearning("{method}", "{score}", "{group}", r) for r in rule_models("unlearn", RUNS)]
+    runs = [PATHS.unlearning("{method}", "{score}", "{group}", r) for r in rule_models("unlearn")]
     return {kind: [run[kind] for run in runs] for kind in runs[0]}
 
 

@@ -1,7 +1,7 @@
 rule holdout:
     """C-score holdout models (one or all per job): each trained on a random fraction of D, predicts all of D."""
     output:
-        holdout=[PATHS.holdout(m) for m in rule_models("holdout", HOLDOUT_MODELS)],
+        holdout=[PATHS.holdout(m) for m in rule_models("holdout")],
     log:
         job_log("holdout"),
     benchmark:
@@ -13,7 +13,7 @@ rule holdout:
         **compute_resources(runtime=60),
     params:
         **job_params("dataset", "model", "training", "device", "proxies"),
-        **models_param("holdout", HOLDOUT_MODELS),
+        **models_param("holdout"),
     shell:
         job_shell("holdout")
 

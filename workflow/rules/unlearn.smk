@@ -24,10 +24,8 @@ rule oracle:
     input:
         groups=PATHS.groups,
     output:
-        oracle_evaluation=[
-            PATHS.oracle_evaluation("{score}", "{group}", r) for r in rule_models("oracle", REPLICATES)
-        ],
-        oracle_model=[PATHS.oracle_model("{score}", "{group}", r) for r in rule_models("oracle", REPLICATES)],
+        oracle_evaluation=[PATHS.oracle_evaluation("{score}", "{group}", r) for r in rule_models("oracle")],
+        oracle_model=[PATHS.oracle_model("{score}", "{group}", r) for r in rule_models("oracle")],
     log:
         job_log("oracle"),
     benchmark:
@@ -39,7 +37,7 @@ rule oracle:
         **compute_resources(runtime=60),
     params:
         **job_params("dataset", "model", "training", "device"),
-        **models_param("oracle", REPLICATES),
+        **models_param("oracle"),
     shell:
         job_shell("oracle")
 
@@ -65,7 +63,7 @@ rule unlearn:
         **compute_resources(runtime=60),
     params:
         **job_params("unlearning", "oracles"),
-        **models_param("unlearn", RUNS),
+        **models_param("unlearn"),
         barrier_steps=config["barrier"]["unlearning_steps"],  # reruns the runs when the endpoint moves
     shell:
         job_shell("unlearn")
