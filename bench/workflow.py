@@ -5,9 +5,13 @@
     python bench/workflow.py --summarise results/default  # only summarise an existing run's benchmarks
 
 The run happens in a scratch directory (`--directory`), so the checkout's own results are never
-touched. The result file (JSON) holds the total wall time, and per rule family (the job name: the
-first folder under results/<exp>/benchmarks/) the job count and the wall and CPU seconds that
-Snakemake's per-job benchmark files recorded, the start-up share (each job pays a fresh Python and
+touched. The result file (JSON) holds the total wall time, the exact CPU seconds of every process
+the run started (`run_cpu_s`, from the operating system's accounting of the Snakemake process and
+its waited-for descendants) and the core utilisation it implies, and per rule family (the job name:
+the first folder under results/<exp>/benchmarks/) the job count and the wall and CPU seconds that
+Snakemake's per-job benchmark files recorded (their CPU seconds are sampled: Snakemake polls a job
+every 0.5 s for 15 s, then every 30 s, and keeps the last sample, so a family's `cpu_s` is a lower
+bound, short by up to 30 s per job; `wall_s` is exact), the start-up share (each job pays a fresh Python and
 the package's imports before any work), and the machine: cores, CPU model, load, torch version,
 and `reference_step_ms`, one plain training step of the default model measured just before the
 run: hosts of one machine kind differ in speed (an AMD EPYC and an Intel Xeon host of the 2-core
@@ -21,6 +25,7 @@ import csv
 import json
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -114,17 +119,26 @@ def machine() -> dict[str, object]:
 
 
 def summarise(
-    results_dir: Path, *, wall_s: float | None, startup_s: float, reference_step_s: float | None = None
+    results_dir: Path,
+    *,
+    wall_s: float | None,
+    startup_s: float,
+    reference_step_s: float | None = None,
+    run_cpu_s: float | None = None,
+    cores: int | None = None,
 ) -> dict[str, object]:
     families = read_benchmarks(results_dir / "benchmarks")
     jobs = sum(int(f["jobs"]) for f in families.values())
     job_wall = sum(f["wall_s"] for f in families.values())
+    busy = run_cpu_s / (wall_s * cores) if run_cpu_s is not None and wall_s and cores else None
     return {
         "results": str(results_dir),
         "wall_s": wall_s,
+        "run_cpu_s": round(run_cpu_s, 1) if run_cpu_s is not None else None,
+        "core_utilisation": round(busy, 3) if busy is not None else None,
         "jobs": jobs,
         "job_wall_s": round(job_wall, 1),
-        "job_cpu_s": round(sum(f["cpu_s"] for f in families.values()), 1),
+        "job_cpu_s_sampled": round(sum(f["cpu_s"] for f in families.values()), 1),
         "startup_s_per_job": round(startup_s, 3),
         "startup_share_of_job_wall": round(jobs * startup_s / job_wall, 3) if job_wall else None,
         "families": {
@@ -138,8 +152,11 @@ def summarise(
     }
 
 
-def run_workflow(configfile: Path, cores: int, keep: Path | None) -> tuple[float, Path]:
-    """Run the workflow from an empty scratch directory; returns (wall seconds, its results dir)."""
+def run_workflow(configfile: Path, cores: int, keep: Path | None) -> tuple[float, float, Path]:
+    """Run the workflow from an empty scratch directory.
+
+    Returns (wall seconds, CPU seconds of Snakemake and every job it waited for, its results dir).
+    """
     import yaml
 
     scratch = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="perinstance-bench-"))
@@ -161,9 +178,18 @@ def run_workflow(configfile: Path, cores: int, keep: Path | None) -> tuple[float
         "--quiet",
         "rules",
     ]
+    wall, cpu = timed_run(command, env=env, cwd=scratch)
+    return wall, cpu, scratch / "results" / experiment
+
+
+def timed_run(command: list[str], **kwargs) -> tuple[float, float]:
+    """Run a command; (wall seconds, CPU seconds of it and every descendant it waited for)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, check=True, env=env, cwd=scratch)
-    return time.perf_counter() - start, scratch / "results" / experiment
+    subprocess.run(command, check=True, **kwargs)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,14 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     reference = reference_step_seconds()  # before the run, on the machine as the run finds it
     if args.summarise:
-        wall, results = None, args.summarise
+        wall, cpu, results = None, None, args.summarise
     else:
-        wall, results = run_workflow(args.configfile, args.cores, args.keep)
+        wall, cpu, results = run_workflow(args.configfile, args.cores, args.keep)
     summary = summarise(
         results,
         wall_s=round(wall, 1) if wall is not None else None,
         startup_s=startup_seconds(),
         reference_step_s=reference,
+        run_cpu_s=cpu,
+        cores=args.cores,
     )
     summary["configfile"] = str(args.configfile)
     summary["cores"] = args.cores
@@ -203,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 k: summary[k]
-                for k in ("wall_s", "jobs", "job_wall_s", "job_cpu_s", "startup_share_of_job_wall")
+                for k in ("wall_s", "run_cpu_s", "core_utilisation", "jobs", "startup_share_of_job_wall")
             }
         ),
         file=sys.stderr,
