@@ -15,7 +15,7 @@ def _full_labels(ds: Dataset) -> torch.Tensor:
 
 def test_registry_lists_all_datasets():
     assert available_datasets() == sorted(
-        ["cifar10", "svhn", "mnist", "fashionmnist", "mnist5k", "digits", "synthetic"]
+        ["cifar10", "svhn", "mnist", "fashionmnist", "mnist5k", "digits", "synthetic", "npz", "imagefolder"]
     )
 
 

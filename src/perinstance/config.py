@@ -38,7 +38,12 @@ DATASET_SIZES: dict[str, tuple[str, int]] = {
     "mnist5k": ("full", 5_000),
     "digits": ("full", 1_797),
     "synthetic": ("full", -1),  # dataset.synthetic.n
+    # the user's own data: sizes read from dataset.path (see user_dataset_size)
+    "npz": ("file", -1),
+    "imagefolder": ("file", -1),
 }
+# torchvision.datasets.folder.IMG_EXTENSIONS, the files ImageFolder reads (checked in tests)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 _EXPERIMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
@@ -136,6 +141,9 @@ def _schema_message(error: jsonschema.ValidationError) -> str:
         return f"unknown config key {', '.join(prefix + u for u in unknown)!s} (allowed here: {allowed})"
     if error.validator == "required":
         return f"config key {error.message}"
+    if error.validator == "anyOf" and all("description" in alt for alt in error.validator_value):
+        forms = " nor ".join(alt["description"] for alt in error.validator_value)
+        return f"config key '{path or '<root>'}': {error.instance!r} is neither {forms}"
     return f"config key '{path or '<root>'}': {error.message}"
 
 
@@ -153,9 +161,74 @@ def _non_finite(value: Any, path: str = "") -> Iterator[str]:
 # --------------------------------------------------------------------------- rules between keys
 
 
+def _npy_length(archive, member: str) -> int:
+    """Length of the first axis of one array of an .npz archive, from its .npy header alone."""
+    import ast
+    import struct
+
+    with archive.open(member) as f:
+        head = f.read(12)
+        if len(head) < 10 or head[:6] != b"\x93NUMPY":
+            raise ValueError(f"array {member[:-4]!r} is not a .npy array")
+        if head[6] == 1:
+            (length,), start = struct.unpack("<H", head[8:10]), 10
+        else:
+            (length,), start = struct.unpack("<I", head[8:12]), 12
+        header = (head[start:] + f.read(length - (len(head) - start))).decode("latin1")
+    shape = ast.literal_eval(header).get("shape")
+    if not isinstance(shape, tuple) or not shape:
+        raise ValueError(f"array {member[:-4]!r} has shape {shape}, expected one entry per example")
+    return int(shape[0])
+
+
+def user_dataset_size(dataset: dict[str, Any]) -> tuple[str, int]:
+    """(kind, examples) of an npz or imagefolder `dataset:` section, read from dataset.path.
+
+    kind is "train" when an npz file holds its own test split (x_test), else "full" (split by
+    test_fraction). Only sizes are read: the npz arrays' headers, the ImageFolder file names;
+    the contents are checked when perinstance.data loads them. Raises ConfigError naming
+    dataset.path when the file or folder is missing or unreadable.
+    """
+    import os
+    import zipfile
+
+    name, path = dataset["name"], dataset["path"]
+    where = f"config key 'dataset.path': {path}"
+    if path is None:
+        what = "an .npz file" if name == "npz" else "a folder with one subfolder of images per class"
+        raise ConfigError(f"config key 'dataset.path': dataset.name {name} needs the path of {what}")
+    target = Path(path).expanduser()
+    if not target.exists():
+        raise ConfigError(f"{where} does not exist (relative paths are read from the working directory)")
+    if name == "npz":
+        try:
+            with zipfile.ZipFile(target) as archive:
+                members = set(archive.namelist())
+                if "y.npy" not in members or "x.npy" not in members:
+                    raise ValueError("an npz dataset needs arrays 'x' and 'y'")
+                if "x_test.npy" in members:
+                    return "train", _npy_length(archive, "y.npy")
+                return "full", _npy_length(archive, "y.npy")
+        except (OSError, ValueError, SyntaxError, zipfile.BadZipFile, KeyError) as err:
+            raise ConfigError(f"{where} is not a readable npz dataset: {err}") from None
+    if not target.is_dir():
+        raise ConfigError(f"{where} is not a folder (dataset.name imagefolder)")
+    # ImageFolder's rule: each subfolder is a class, its image files found recursively
+    count = 0
+    for entry in os.scandir(target):
+        if entry.is_dir():
+            for _, _, files in os.walk(entry.path, followlinks=True):
+                count += sum(f.lower().endswith(IMAGE_EXTENSIONS) for f in files)
+    if count == 0:
+        raise ConfigError(f"{where} holds no images in class subfolders ({', '.join(IMAGE_EXTENSIONS)})")
+    return "full", count
+
+
 def train_size(dataset: dict[str, Any]) -> int:
     """Number of training examples the `dataset:` section yields (mirrors perinstance.data.load_dataset)."""
     kind, total = DATASET_SIZES[dataset["name"]]
+    if kind == "file":
+        kind, total = user_dataset_size(dataset)
     if kind == "full":
         total = dataset["synthetic"]["n"] if total < 0 else total
         total -= round(dataset["test_fraction"] * total)
@@ -200,6 +273,16 @@ def plan_errors(config: dict[str, Any]) -> list[str]:
     )
 
     kind, total = DATASET_SIZES[dataset["name"]]
+    if kind == "file":
+        need(
+            dataset["channels"] in (None, 1, 3),
+            "dataset.channels",
+            f"{dataset['channels']} must be 1 (grayscale), 3 (RGB) or null",
+        )
+        try:
+            kind, total = user_dataset_size(dataset)
+        except ConfigError as err:  # the rules below need the dataset's size
+            return [*errors, str(err)]
     if dataset["n_train"] is not None and kind == "train":
         need(
             dataset["n_train"] <= total,

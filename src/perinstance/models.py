@@ -1,10 +1,19 @@
 """Model zoo. GroupNorm only: BatchNorm mixes examples in a batch, which would
-make per-example gradients (and hence per-instance privacy losses) ill-defined."""
+make per-example gradients (and hence per-instance privacy losses) ill-defined.
+
+Besides the built-ins (`available_models`), a model may be named by the import path of a
+factory, ``"package.module:factory"``: `resolve_factory` imports it and `build_model` calls it
+with the same keyword arguments the built-ins get, then checks the result
+(`perinstance.model_checks.check_model`).
+"""
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -18,6 +27,8 @@ __all__ = [
     "build_model",
     "count_parameters",
     "group_norm",
+    "is_import_path",
+    "resolve_factory",
 ]
 
 
@@ -166,16 +177,118 @@ def _resnet18(num_classes, input_shape, width, norm_groups):
 _BUILDERS = {"resnet18": _resnet18, "smallcnn": _smallcnn}
 
 
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+# "package.module:factory" (the attribute part may be dotted too: "module:Class.create").
+_IMPORT_PATH = re.compile(rf"{_IDENTIFIER}(?:\.{_IDENTIFIER})*:{_IDENTIFIER}(?:\.{_IDENTIFIER})*")
+
+
 def available_models() -> list[str]:
+    """Names of the built-in models (import paths of factories are accepted besides these)."""
     return sorted(_BUILDERS)
+
+
+def is_import_path(name: str) -> bool:
+    """Whether `name` has the form ``"package.module:factory"`` (syntax only, nothing imported)."""
+    return isinstance(name, str) and _IMPORT_PATH.fullmatch(name) is not None
+
+
+def resolve_factory(name: str) -> Callable[..., nn.Module]:
+    """The callable named by the import path ``"package.module:factory"`` (config key model.name).
+
+    The module is imported with `importlib.import_module`, so it must be importable by the
+    Python that runs the jobs (installed, in the working directory, or on PYTHONPATH); the
+    attribute part may be dotted (``"module:Class.build"``).
+
+    Raises:
+        ValueError: `name` is not of that form, the module (or a module it imports) is not
+            found, the attribute is missing, or it is not callable; each message says which
+            part failed. Errors raised while the module itself runs propagate unchanged.
+    """
+    if not is_import_path(name):
+        raise ValueError(
+            f"model.name {name!r} is neither a built-in model ({', '.join(available_models())}) "
+            "nor an import path of the form 'package.module:factory'"
+        )
+    module_name, _, attribute = name.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        missing = err.name or module_name
+        inside = (
+            ""
+            if module_name == missing or module_name.startswith(f"{missing}.")
+            else (f" (imported by {module_name!r})")
+        )
+        raise ValueError(
+            f"model.name {name!r}: module {missing!r}{inside} not found; the module must be importable "
+            "by the jobs' Python: install it, or put the folder holding it in the working directory "
+            "or on PYTHONPATH"
+        ) from err
+    target: Any = module
+    for depth, part in enumerate(attribute.split(".")):
+        if not hasattr(target, part):
+            owner = module_name if depth == 0 else f"{module_name}:{'.'.join(attribute.split('.')[:depth])}"
+            raise ValueError(f"model.name {name!r}: {owner!r} has no attribute {part!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise ValueError(
+            f"model.name {name!r}: {attribute!r} in module {module_name!r} is a {type(target).__name__}, "
+            "not a callable factory"
+        )
+    return target
+
+
+def _from_factory(name, num_classes, input_shape, width, norm_groups) -> nn.Module:
+    from .model_checks import check_model  # model_checks imports pergrad, which need not load otherwise
+
+    factory = resolve_factory(name)
+    kwargs = dict(num_classes=num_classes, input_shape=input_shape, width=width, norm_groups=norm_groups)
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins and extension types have no signature
+        signature = None
+    if signature is not None:
+        try:
+            signature.bind(**kwargs)
+        except TypeError as err:
+            raise ValueError(
+                f"model.name {name!r}: the factory cannot be called with the keyword arguments "
+                f"{', '.join(kwargs)} ({err})"
+            ) from None
+    model = factory(**kwargs)
+    if not isinstance(model, nn.Module):
+        raise ValueError(
+            f"model.name {name!r}: the factory returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    try:
+        check_model(model)
+    except ValueError as err:
+        raise ValueError(f"model.name {name!r}: {err}") from None
+    return model
 
 
 def build_model(
     name: str, *, num_classes: int, input_shape: tuple[int, int, int], width: int = 16, norm_groups: int = 8
 ) -> nn.Module:
-    if name not in _BUILDERS:
+    """A freshly initialised model (torch's global generator) for `num_classes` classes.
+
+    Args:
+        name: a built-in model (`available_models`) or the import path
+            ``"package.module:factory"`` of a factory. The factory is called as
+            ``factory(num_classes=..., input_shape=(C, H, W), width=..., norm_groups=...)``
+            and must return an ``nn.Module`` mapping [B, C, H, W] float inputs to [B, num_classes]
+            logits; it is then checked with `perinstance.model_checks.check_model` (BatchNorm is
+            refused; layers the fast per-example-gradient engine does not support give a warning).
+            The logits' shape is not checked here (that needs a forward pass).
+        num_classes: number of classes.
+        input_shape: (channels, height, width) of one example.
+        width: config key model.width.
+        norm_groups: config key model.norm_groups.
+    """
+    if name not in _BUILDERS and not is_import_path(name):
         raise ValueError(
-            f"unknown model {name!r} (config key model.name); available: {', '.join(available_models())}"
+            f"unknown model {name!r} (config key model.name); available: {', '.join(available_models())}, "
+            "or the import path of a factory, 'package.module:factory'"
         )
     if width < 1:
         raise ValueError(f"model.width must be >= 1, got {width}")
@@ -183,7 +296,9 @@ def build_model(
         raise ValueError(f"model.norm_groups must be >= 1, got {norm_groups}")
     if len(input_shape) != 3:
         raise ValueError(f"input_shape must be (channels, height, width), got {tuple(input_shape)}")
-    return _BUILDERS[name](num_classes, tuple(input_shape), width, norm_groups)
+    if name in _BUILDERS:
+        return _BUILDERS[name](num_classes, tuple(input_shape), width, norm_groups)
+    return _from_factory(name, num_classes, tuple(input_shape), width, norm_groups)
 
 
 def build_from_config(config: Mapping[str, Any], dataset) -> nn.Module:

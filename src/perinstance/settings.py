@@ -130,6 +130,9 @@ class DatasetSettings(_Section):
     n_train: int | None
     n_test: int | None
     synthetic: SyntheticSettings
+    path: str | None
+    image_size: tuple[int, ...] | None
+    channels: int | None
 
 
 @_frozen
