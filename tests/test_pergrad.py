@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from perinstance.models import build_model
+from perinstance.models import MaxPool2x2, build_model
 from perinstance.pergrad import (
     UnsupportedModelError,
     dataset_grad_norms,
@@ -270,17 +270,6 @@ class Reused(nn.Module):
         return self.head(self.inner(torch.tanh(self.inner(x))))
 
 
-class InPlace(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 2, 3)
-        self.act = nn.ReLU(inplace=True)  # overwrites the conv output the hook captured
-        self.head = nn.Linear(2 * 6 * 6, 3)
-
-    def forward(self, x):
-        return self.head(self.act(self.conv(x)).flatten(1))
-
-
 class Tied(nn.Module):
     def __init__(self):
         super().__init__()
@@ -299,7 +288,6 @@ class Tied(nn.Module):
         (lambda: nn.Sequential(nn.Linear(6, 4), Scaled(), nn.Linear(4, 3)), (6,), True),
         (Tied, (6,), True),
         (Reused, (6,), False),
-        (InPlace, (1, 8, 8), False),
     ],
 )
 def test_unsupported_models_fall_back_to_reference(make, shape, static):
@@ -324,6 +312,211 @@ def test_unsupported_models_fall_back_to_reference(make, shape, static):
     torch.testing.assert_close(got_losses, losses.detach())
     for p, g in zip(model.parameters(), grads):
         torch.testing.assert_close(p.grad, g)
+
+
+# ----------------------------------------------------------------------- in-place edits
+
+
+class InPlaceConv(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 3)
+        self.act = nn.ReLU(inplace=True)  # overwrites the conv output the hook saw
+        self.head = nn.Linear(2 * 6 * 6, 3)
+
+    def forward(self, x):
+        return self.head(self.act(self.conv(x)).flatten(1))
+
+
+class InPlaceCNN(nn.Module):
+    """SmallCNN's layout with in-place activations after GroupNorm, Conv2d and Linear layers."""
+
+    def __init__(self, act=lambda: nn.ReLU(inplace=True), classes=3):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(1, 4, 3, padding=1),
+            nn.GroupNorm(2, 4),
+            act(),
+            MaxPool2x2(),
+            nn.Conv2d(4, 8, 3, padding=1),
+            act(),  # straight on a convolution's output
+            nn.GroupNorm(2, 8),
+            act(),
+        )
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(8 * 4 * 4, 6), act(), nn.Linear(6, classes))
+
+    def forward(self, x):
+        return self.classifier(self.features(x))
+
+
+class InPlaceResidual(nn.Module):
+    """torchvision's BasicBlock idiom: `out += shortcut(x)` on a GroupNorm output, then relu_."""
+
+    def __init__(self, classes=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1, bias=False)
+        self.norm1 = nn.GroupNorm(2, 4)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False)
+        self.norm2 = nn.GroupNorm(2, 4)
+        self.shortcut = nn.Conv2d(2, 4, 1, bias=False)
+        self.head = nn.Linear(4 * 6 * 6, classes)
+
+    def forward(self, x):
+        out = self.norm1(self.conv1(x)).relu_()
+        out = self.norm2(self.conv2(out))
+        out += self.shortcut(x)
+        return self.head(out.relu_().flatten(1))
+
+
+IN_PLACE = {
+    "conv-relu": (InPlaceConv, (1, 8, 8)),
+    "cnn-relu": (InPlaceCNN, (1, 8, 8)),
+    "cnn-leaky": (lambda: InPlaceCNN(lambda: nn.LeakyReLU(0.1, inplace=True)), (1, 8, 8)),
+    "cnn-relu6": (lambda: InPlaceCNN(lambda: nn.ReLU6(inplace=True)), (1, 8, 8)),
+    "cnn-silu": (lambda: InPlaceCNN(lambda: nn.SiLU(inplace=True)), (1, 8, 8)),
+    "cnn-elu": (lambda: InPlaceCNN(lambda: nn.ELU(inplace=True)), (1, 8, 8)),
+    "residual": (InPlaceResidual, (2, 6, 6)),
+}
+
+
+def _in_place_case(name):
+    make, shape = IN_PLACE[name]
+    torch.manual_seed(0)
+    model = make()
+    return model, 3 * torch.randn(6, *shape), torch.randint(0, 3, (6,))
+
+
+@pytest.mark.parametrize("case", sorted(IN_PLACE))
+@pytest.mark.parametrize("strategy", ["auto", "ghost", "unfold", "grouped"])
+def test_in_place_activations_stay_on_the_fast_engine(case, strategy):
+    model, x, y = _in_place_case(case)
+    assert unsupported_modules(model) == []
+    reference = per_example_grad_norms_reference(model, x, y)
+    assert torch.allclose(reference, naive_per_example_grad_norms(model, x, y), rtol=1e-5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to the reference would warn
+        fast = per_example_grad_norms_fast(model, x, y, strategy=strategy)
+    assert _rel_err(fast, reference) < 1e-4
+    assert all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+@pytest.mark.parametrize("case", sorted(IN_PLACE))
+def test_in_place_activations_in_a_training_step(case, reuse):
+    model, x, y = _in_place_case(case)
+    model.train()
+    losses = F.cross_entropy(model(x), y, reduction="none")
+    losses.mean().backward()
+    expected = {name: p.grad for name, p in model.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, got_losses, norms = loss_backward_with_norms(model, x, y, reuse_per_example=reuse)
+    for name, p in model.named_parameters():
+        if reuse:
+            assert _close_to_scale(p.grad, expected[name]), name
+        else:
+            assert torch.equal(p.grad, expected[name]), name
+    assert torch.equal(got_losses, losses.detach())
+    assert _rel_err(norms, per_example_grad_norms_reference(model, x, y)) < 1e-4
+
+
+class EditsItsInput(nn.Module):
+    """Scales its input in place after the first layer used it: that layer's captured input,
+    from which its per-example weight gradient would be formed, no longer holds what it saw."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        out = self.fc(x)
+        x.mul_(2.0)
+        return out
+
+
+def test_in_place_edit_of_a_captured_input_is_refused():
+    torch.manual_seed(0)
+    model, x, y = EditsItsInput(), torch.randn(4, 6), torch.randint(0, 3, (4,))
+    with pytest.raises(UnsupportedModelError, match="input of fc was modified in place"):
+        per_example_grad_norms_fast(model, x.clone(), y)
+
+
+# ----------------------------------------------------------------------- per-example loss_fn
+
+
+def _squared_error(out, target):
+    return 0.5 * (out - target).pow(2).sum(1)
+
+
+def test_loss_fn_linear_regression_closed_form():
+    # 0.5 ||W x + b - t||^2 has gradient r x^T (W) and r (b), r = W x + b - t, so its norm is
+    # ||r|| sqrt(||x||^2 + 1).
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    x, t = torch.randn(7, 5), torch.randn(7, 3)
+    with torch.no_grad():
+        r = model(x) - t
+    expected = r.norm(dim=1) * (x.pow(2).sum(1) + 1).sqrt()
+    for engine in ("fast", "reference"):
+        got = per_example_grad_norms(model, x, t, engine=engine, loss_fn=_squared_error)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+    _, losses, norms = loss_backward_with_norms(model, x, t, loss_fn=_squared_error)
+    torch.testing.assert_close(norms, expected, rtol=1e-5, atol=0)
+    torch.testing.assert_close(losses, 0.5 * r.pow(2).sum(1))
+    torch.testing.assert_close(model.bias.grad, r.mean(0))
+    torch.testing.assert_close(model.weight.grad, r.T @ x / len(x))
+
+
+@pytest.mark.parametrize("case", ["smallcnn-8", "oddconv", "sequence"])
+def test_loss_fn_matches_naive_and_plain_backward(case):
+    model, x, y = _case(case)
+
+    def smoothed(logits, target):
+        return F.cross_entropy(logits, target, reduction="none", label_smoothing=0.2)
+
+    naive = naive_per_example_grad_norms(model, x, y, loss_fn=smoothed)
+    assert not torch.allclose(naive, naive_per_example_grad_norms(model, x, y), rtol=1e-3)
+    assert _rel_err(per_example_grad_norms_fast(model, x, y, loss_fn=smoothed), naive) < 1e-4
+    assert _rel_err(per_example_grad_norms_reference(model, x, y, loss_fn=smoothed), naive) < 1e-4
+    smoothed(model(x), y).mean().backward()
+    expected = [p.grad for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    _, _, norms = loss_backward_with_norms(model, x, y, loss_fn=smoothed)
+    assert _rel_err(norms, naive) < 1e-4
+    for p, g in zip(model.parameters(), expected):
+        if g is not None:
+            assert _close_to_scale(p.grad, g)
+
+
+def test_loss_fn_cross_entropy_is_bit_identical_to_the_default():
+    model, x, y = _case("smallcnn-8")
+    default = loss_backward_with_norms(model, x, y)
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad(set_to_none=True)
+    explicit = loss_backward_with_norms(
+        model, x, y, loss_fn=lambda logits, t: F.cross_entropy(logits, t, reduction="none")
+    )
+    assert all(torch.equal(a, b) for a, b in zip(default, explicit))
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads))
+
+
+def test_loss_fn_on_the_fallback_path():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), Scaled(), nn.Linear(4, 3))
+    x, t = torch.randn(5, 6), torch.randn(5, 3)
+    expected = naive_per_example_grad_norms(model, x, t, loss_fn=_squared_error)
+    with pytest.warns(RuntimeWarning, match="reference"):
+        _, _, norms = loss_backward_with_norms(model, x, t, loss_fn=_squared_error)
+    torch.testing.assert_close(norms, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_loss_fn_must_return_one_loss_per_example():
+    model, x, y = _case("smallcnn-8")
+    with pytest.raises(ValueError, match=r"loss_fn must return one loss per example, shape \(9,\)"):
+        loss_backward_with_norms(model, x, y, loss_fn=F.cross_entropy)  # a mean: a scalar
+    with pytest.raises(ValueError, match="loss_fn"):
+        per_example_grad_norms_fast(model, x, y, loss_fn=lambda logits, t: logits)
 
 
 def test_unused_module_and_frozen_first_layer():

@@ -15,11 +15,15 @@ to one of two engines that compute the same numbers:
                uses unfold + batched matmul, or on CPU for wide layers one grouped
                weight-gradient convolution (measured faster there; see bench/README.md);
     GroupNorm, LayerNorm (affine)   closed form: d/dbias = sum_s g, d/dweight = sum_s g*x_hat.
+  A layer's output may be edited in place afterwards (``nn.ReLU(inplace=True)``, ``out += x``
+  in a residual block): the output gradient is taken at the layer's own autograd edge, recorded
+  when it ran, so it is the gradient w.r.t. the value the layer produced, not the edited one.
   A module type without a rule that owns trainable parameters, a parameter shared between
   modules, a module that runs other than once per forward, or an in-place edit of a captured
-  tensor makes the fast engine raise `UnsupportedModelError`; the dispatcher then falls back
-  to the reference with a RuntimeWarning. The fast engine also assumes a parameter is used
-  only inside its own module's forward (true of every model in models.py).
+  INPUT (whose values the rules use) makes the fast engine raise `UnsupportedModelError`; the
+  dispatcher then falls back to the reference with a RuntimeWarning. The fast engine also
+  assumes a parameter is used only inside its own module's forward (true of every model in
+  models.py).
 - ``"reference"``: torch.func (functional_call + vmap(grad)), readable and general; every fast
   path is tested against it.
 
@@ -33,6 +37,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -40,11 +45,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.graph import GradientEdge, get_gradient_edge
 from torch.func import functional_call, grad, vmap
 from tqdm.auto import tqdm
 
 __all__ = [
     "ENGINES",
+    "LossFn",
     "UnsupportedModelError",
     "dataset_grad_norms",
     "loss_backward_with_norms",
@@ -59,8 +66,26 @@ ENGINES = ("fast", "reference")
 STRATEGIES = ("auto", "ghost", "materialize", "unfold", "grouped")
 
 
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+"""A per-example loss: (logits [B, ...], targets [B, ...]) -> losses [B]. Example i's loss may
+depend only on logits[i] and targets[i] (true of any loss with reduction="none")."""
+
+
 class UnsupportedModelError(NotImplementedError):
     """The fast engine cannot compute exact norms for this model (see the message for why)."""
+
+
+def _per_example_losses(loss_fn: LossFn | None, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    if loss_fn is None:
+        return F.cross_entropy(logits, y, reduction="none")
+    losses = loss_fn(logits, y)
+    if not isinstance(losses, torch.Tensor) or losses.shape != (len(logits),):
+        shape = tuple(losses.shape) if isinstance(losses, torch.Tensor) else type(losses).__name__
+        raise ValueError(
+            f"loss_fn must return one loss per example, shape ({len(logits)},), got {shape} "
+            "(use reduction='none')"
+        )
+    return losses
 
 
 @contextmanager
@@ -84,9 +109,17 @@ def _check_chunk_size(chunk_size: int) -> None:
 
 
 def per_example_grad_norms_reference(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int = 256
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    chunk_size: int = 256,
+    loss_fn: LossFn | None = None,
 ) -> torch.Tensor:
-    """torch.func engine (model in eval mode): the readable definition the fast engine matches."""
+    """torch.func engine (model in eval mode): the readable definition the fast engine matches.
+
+    `loss_fn` (per-example losses, default cross-entropy) must be vmap-compatible.
+    """
     _check_chunk_size(chunk_size)
     named = dict(model.named_parameters())
     params = {k: p.detach() for k, p in named.items() if p.requires_grad}
@@ -95,7 +128,9 @@ def per_example_grad_norms_reference(
 
     def loss_one(p, xi, yi):
         out = functional_call(model, (p, frozen, buffers), (xi.unsqueeze(0),))
-        return F.cross_entropy(out, yi.unsqueeze(0))
+        if loss_fn is None:
+            return F.cross_entropy(out, yi.unsqueeze(0))
+        return loss_fn(out, yi.unsqueeze(0)).sum()
 
     per_example_grads = vmap(grad(loss_one), in_dims=(None, 0, 0))
     sq = torch.zeros(len(x), dtype=torch.float32, device=x.device)
@@ -107,13 +142,19 @@ def per_example_grad_norms_reference(
     return sq.sqrt()
 
 
-def naive_per_example_grad_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def naive_per_example_grad_norms(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, loss_fn: LossFn | None = None
+) -> torch.Tensor:
     """One backward pass per example: slow ground truth for tests and benchmarks."""
     params = [p for p in model.parameters() if p.requires_grad]
     out = torch.empty(len(x), dtype=torch.float32, device=x.device)
     with _eval_mode(model), torch.enable_grad():
         for i in range(len(x)):
-            loss = F.cross_entropy(model(x[i : i + 1]), y[i : i + 1])
+            logits = model(x[i : i + 1])
+            if loss_fn is None:
+                loss = F.cross_entropy(logits, y[i : i + 1])
+            else:
+                loss = _per_example_losses(loss_fn, logits, y[i : i + 1]).sum()
             grads = torch.autograd.grad(loss, params)
             out[i] = sum(g.float().pow(2).sum() for g in grads).sqrt()
     return out
@@ -132,8 +173,10 @@ class _Record:
     module: nn.Module
     input: torch.Tensor | None
     input_version: int
-    output: torch.Tensor
-    output_version: int
+    # Where the layer's output enters the graph, taken when the layer ran (None: the output needs
+    # no gradient). A tensor would not do: an in-place edit of the output (ReLU(inplace=True))
+    # moves the tensor's history to the edit, while this edge stays at the layer.
+    edge: GradientEdge | None
     form: str  # how the weight's per-example norm is computed, fixed at forward time
     fed_by_leaf: bool  # the input carries no autograd graph (e.g. the model input)
     stats: tuple[torch.Tensor, torch.Tensor] | None = None  # GroupNorm mean, rstd
@@ -461,8 +504,7 @@ class _Tap:
                 module,
                 x.detach(),
                 x._version,
-                output,
-                output._version,
+                get_gradient_edge(output) if output.requires_grad else None,
                 _form(module, x, output, self.strategy),
                 x.grad_fn is None,
             )
@@ -470,6 +512,8 @@ class _Tap:
                 rec.stats = _group_norm_stats(output, len(x), module.num_groups)
             self.records.append(rec)
             if self.on_grad is not None and output.requires_grad:
+                # A hook registered before an in-place edit of the tensor receives the gradient
+                # w.r.t. the value before the edit (autograd notes, "Tensor hooks and in-place").
                 self.handles.append(output.register_hook(lambda g: self.on_grad(rec, g)))
 
         return hook
@@ -479,10 +523,11 @@ class _Tap:
         calls: dict[str, int] = {}
         for rec in self.records:
             calls[rec.name] = calls.get(rec.name, 0) + 1
-            if rec.input._version != rec.input_version or rec.output._version != rec.output_version:
+            # The rules read the captured input's values; the output is only a place in the graph.
+            if rec.input._version != rec.input_version:
                 raise UnsupportedModelError(
-                    f"fast per-example norms: the input or output of {rec.name} was modified in "
-                    "place after the module ran (use out-of-place ops, e.g. ReLU(inplace=False))"
+                    f"fast per-example norms: the input of {rec.name} was modified in place after "
+                    "the module ran (use an out-of-place op there)"
                 )
         odd = [f"{name} ran {calls.get(name, 0)} times" for name, _ in self.owners if calls.get(name, 0) != 1]
         if odd:
@@ -498,7 +543,7 @@ class _Tap:
             h.remove()
         del self.handles[len(self.owners) :]
         for rec in self.records:
-            rec.input = rec.output = rec.stats = None
+            rec.input = rec.edge = rec.stats = None
         self.records.clear()
 
 
@@ -512,13 +557,20 @@ def _layer_sq(rec: _Record, g: torch.Tensor, keep: bool = False) -> tuple[torch.
 
 
 def per_example_grad_norms_fast(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int = 256, strategy: str = "auto"
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    chunk_size: int = 256,
+    strategy: str = "auto",
+    loss_fn: LossFn | None = None,
 ) -> torch.Tensor:
     """Fast engine (model in eval mode); raises `UnsupportedModelError` where it cannot be exact.
 
     `strategy` forces one form for Conv2d and sequence Linear layers: "ghost" (Gram matrices),
     "materialize" (per-example weight gradients, device default), "unfold" (unfold + batched
     matmul) or "grouped" (grouped-convolution weight gradient); "auto" picks per layer by cost.
+    `loss_fn` replaces the cross-entropy by another per-example loss (see `LossFn`).
     """
     _check_chunk_size(chunk_size)
     out = torch.zeros(len(x), dtype=torch.float32, device=x.device)
@@ -528,13 +580,16 @@ def per_example_grad_norms_fast(
             logits = model(x[s : s + chunk_size].detach())
             # A sum, not a mean: the gradient w.r.t. example i's activations is then the gradient
             # of example i's own loss, unscaled by the chunk size.
-            loss = F.cross_entropy(logits, y[s : s + chunk_size], reduction="sum")
-            records = [r for r in tap.check() if r.output.requires_grad]
+            if loss_fn is None:
+                loss = F.cross_entropy(logits, y[s : s + chunk_size], reduction="sum")
+            else:
+                loss = _per_example_losses(loss_fn, logits, y[s : s + chunk_size]).sum()
+            records = [r for r in tap.check() if r.edge is not None]
             if not records:
                 continue
             # Gradients w.r.t. the layer outputs only: autograd then skips every weight-gradient
             # kernel, which the norms never need.
-            grads = list(torch.autograd.grad(loss, [r.output for r in records], allow_unused=True))
+            grads = list(torch.autograd.grad(loss, [r.edge for r in records], allow_unused=True))
             del logits, loss
             sq = torch.zeros(len(x[s : s + chunk_size]), dtype=torch.float32, device=x.device)
             for i, rec in enumerate(records):
@@ -553,13 +608,15 @@ def loss_backward_with_norms(
     *,
     strategy: str = "auto",
     reuse_per_example: bool = True,
+    loss_fn: LossFn | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One training forward/backward that also yields each example's gradient norm.
 
     Runs the model in its current mode, computes `losses = CE(model(x), y, reduction="none")`
-    and back-propagates `losses.mean()`: `.grad` receives what `losses.mean().backward()` would
-    add (zero the gradients first, as for any backward). Returns detached
-    `(logits, losses, norms)`, `norms[i] = ||grad CE(model(x_i), y_i)||` in float32.
+    (or `loss_fn(model(x), y)`, one loss per example, see `LossFn`) and back-propagates
+    `losses.mean()`: `.grad` receives what `losses.mean().backward()` would add (zero the
+    gradients first, as for any backward). Returns detached `(logits, losses, norms)`,
+    `norms[i] = ||grad losses[i]||` in float32.
 
     With `reuse_per_example` (default), parameters whose per-example gradients the norms need
     anyway (most convolution kernels, all biases and norm-layer affines) get their batch
@@ -578,7 +635,7 @@ def loss_backward_with_norms(
         if strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
         _warn_fallback("; ".join(problems))
-        return _plain_backward_then_reference(model, x, y)
+        return _plain_backward_then_reference(model, x, y, loss_fn)
     batch = len(x)
     sq = torch.zeros(batch, dtype=torch.float32, device=x.device)
     keep = False
@@ -594,7 +651,7 @@ def loss_backward_with_norms(
     fallback = None
     with torch.enable_grad(), _Tap(model, strategy, on_grad=on_grad) as tap:
         logits = model(x)
-        losses = F.cross_entropy(logits, y, reduction="none")
+        losses = _per_example_losses(loss_fn, logits, y)
         loss = losses.mean()
         try:
             records = tap.check()
@@ -609,9 +666,9 @@ def loss_backward_with_norms(
             # model input) makes it flow through every hooked layer between them and the loss,
             # even where no parameter there is left to autograd. autograd.grad rather than
             # backward(inputs=...): the latter clones each non-leaf gradient into its .grad.
-            forced = [r.output for r in records if r.fed_by_leaf and r.output.requires_grad]
+            forced = [r.edge for r in records if r.fed_by_leaf and r.edge is not None]
             if not forced:  # the input came with a graph of its own: ask at every layer
-                forced = [r.output for r in records if r.output.requires_grad]
+                forced = [r.edge for r in records if r.edge is not None]
             if rest or forced:
                 grads = torch.autograd.grad(loss, rest + forced, allow_unused=True)
                 for p, total in zip(rest, grads):
@@ -623,7 +680,7 @@ def loss_backward_with_norms(
     logits, losses = logits.detach(), losses.detach()
     if fallback is not None:
         _warn_fallback(fallback)
-        return logits, losses, per_example_grad_norms_reference(model, x, y)
+        return logits, losses, per_example_grad_norms_reference(model, x, y, loss_fn=loss_fn)
     # The backward carried d(mean)/d(output) = (per-example gradient) / batch.
     return logits, losses, sq.sqrt() * batch
 
@@ -637,11 +694,11 @@ def _accumulate(p: nn.Parameter, total: torch.Tensor) -> None:
         p.grad.add_(total)
 
 
-def _plain_backward_then_reference(model, x, y):
+def _plain_backward_then_reference(model, x, y, loss_fn: LossFn | None = None):
     logits = model(x)
-    losses = F.cross_entropy(logits, y, reduction="none")
+    losses = _per_example_losses(loss_fn, logits, y)
     losses.mean().backward()
-    return logits.detach(), losses.detach(), per_example_grad_norms_reference(model, x, y)
+    return logits.detach(), losses.detach(), per_example_grad_norms_reference(model, x, y, loss_fn=loss_fn)
 
 
 def _warn_fallback(reason: str) -> None:
@@ -657,23 +714,30 @@ def _warn_fallback(reason: str) -> None:
 
 
 def per_example_grad_norms(
-    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, chunk_size: int = 256, engine: str = "fast"
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    chunk_size: int = 256,
+    engine: str = "fast",
+    loss_fn: LossFn | None = None,
 ) -> torch.Tensor:
     """float32 [N] norms of each example's own loss gradient, model in eval mode.
 
     `.grad` and module modes are left as they were. engine="fast" falls back to the reference
-    (with a RuntimeWarning) for models it cannot handle exactly.
+    (with a RuntimeWarning) for models it cannot handle exactly. `loss_fn`: a per-example loss
+    instead of the cross-entropy (see `LossFn`).
     """
     _check_chunk_size(chunk_size)
     if engine == "reference":
-        return per_example_grad_norms_reference(model, x, y, chunk_size=chunk_size)
+        return per_example_grad_norms_reference(model, x, y, chunk_size=chunk_size, loss_fn=loss_fn)
     if engine != "fast":
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     try:
-        return per_example_grad_norms_fast(model, x, y, chunk_size=chunk_size)
+        return per_example_grad_norms_fast(model, x, y, chunk_size=chunk_size, loss_fn=loss_fn)
     except UnsupportedModelError as err:
         _warn_fallback(str(err))
-        return per_example_grad_norms_reference(model, x, y, chunk_size=chunk_size)
+        return per_example_grad_norms_reference(model, x, y, chunk_size=chunk_size, loss_fn=loss_fn)
 
 
 def dataset_grad_norms(
