@@ -7,12 +7,13 @@ CORES ?= 2
 PYTHON ?= python3
 BIN := $(abspath $(VENV))/bin
 # what `make lint` checks and `make format` rewrites (ruff and snakefmt settings: pyproject.toml)
-PY_SOURCES := src tests bench workflow/scripts
+# (examples/ where present; docs/api holds the MkDocs hooks of the documentation site)
+PY_SOURCES := src tests bench workflow/scripts docs/api $(wildcard examples)
 SMK_SOURCES := Snakefile workflow/rules
 # rules call `python -m perinstance`; the venv's bin first on PATH makes that this venv's python
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: install figures test test-slurm report lint format dry-run clean
+.PHONY: install figures test test-slurm report docs lint format dry-run clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,11 @@ test: install
 test-slurm: install
 	$(RUN) PERINSTANCE_TEST_SLURM=1 python -m pytest -m slurm
 
+# the documentation site with the API reference (mkdocs.yml) -> site/; --strict: a broken link or
+# docstring fails the build
+docs: install
+	$(RUN) mkdocs build --strict --site-dir site
+
 lint: install
 	$(RUN) ruff format --check $(PY_SOURCES)
 	$(RUN) ruff check $(PY_SOURCES)
@@ -53,4 +59,4 @@ dry-run: install
 	$(RUN) snakemake -n
 
 clean:
-	rm -rf results .snakemake report.html
+	rm -rf results .snakemake report.html site
