@@ -1,5 +1,6 @@
 """`perinstance <job> --config C ...`: one subcommand per job of `perinstance.jobs`, generated from
-its declaration (the workflow's rules call exactly these commands)."""
+its declaration (the workflow's rules call exactly these commands), and the user command
+`perinstance forget`, which unlearns a forget request for its predicted budget."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import argparse
 import os
 import sys
 
+from .allocator import retain_freed_memory
 from .jobs import JOBS, Job, flag, index_wildcard, report, run, wildcard_choices
 
 
@@ -61,11 +63,58 @@ def _add_job(sub: argparse._SubParsersAction, declared: Job) -> None:
     command.set_defaults(job=declared.name)
 
 
+def _coverage(text: str) -> float:
+    """A coverage level: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {value}")
+    return value
+
+
+FORGET_HELP = "Unlearn a forget request for its predicted budget (user command, not a workflow job)."
+
+
+def _add_forget(sub: argparse._SubParsersAction) -> None:
+    command = sub.add_parser(
+        "forget",
+        help=FORGET_HELP,
+        description=FORGET_HELP + " The budget comes from the calibration of the `budget` job; "
+        "fine-tuning (or --method) runs on the retain set for exactly that many steps.",
+    )
+    command.add_argument("--config", required=True, help="experiment config (YAML)")
+    command.add_argument("--run", required=True, help="training run directory of the original model")
+    command.add_argument("--scores", required=True, help="scores table with P(x, 4 alpha) per example")
+    command.add_argument("--calibration", required=True, help="budget calibration file of the budget job")
+    command.add_argument(
+        "--ids",
+        required=True,
+        help="example ids: a comma list (3,17,256), a text file, or a CSV with an index column",
+    )
+    command.add_argument("--out", required=True, help="report to write (JSON)")
+    command.add_argument("--method", default="finetune", help="unlearning method (default: finetune)")
+    command.add_argument(
+        "--coverage", type=_coverage, default=None, help="budget quantile (default: the calibration's)"
+    )
+    command.add_argument(
+        "--seed", type=_count, default=None, help="unlearning seed (default: unlearning.seed_offset)"
+    )
+    command.add_argument("--model-out", default=None, help="also write the unlearned weights here (.pt)")
+    command.add_argument(
+        "--threads", type=int, default=None, help="CPU threads (default: config key threads)"
+    )
+    command.add_argument("--no-progress", action="store_true", help="no progress bar")
+    command.set_defaults(job=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="perinstance", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for declared in JOBS.values():
         _add_job(sub, declared)
+    _add_forget(sub)
     return parser
 
 
@@ -76,16 +125,41 @@ def _threads(value: int) -> None:
     torch.set_num_threads(max(1, value))
 
 
+def _forget(args: argparse.Namespace, config: dict) -> None:
+    from .budget import describe, forget
+
+    _threads(args.threads or config["threads"])
+    result = forget(
+        config,
+        args.run,
+        args.scores,
+        args.calibration,
+        args.ids,
+        args.out,
+        method=args.method,
+        seed=args.seed,
+        coverage=args.coverage,
+        model_out=args.model_out,
+        progress=not args.no_progress,
+    )
+    print(describe(result))
+    report([args.out, args.model_out])
+
+
 def main(argv: list[str] | None = None) -> int:
+    retain_freed_memory()  # before any tensor exists: see allocator.py
     args = build_parser().parse_args(argv)
-    declared = JOBS[args.job]
-    values: dict[str, dict] = {"wildcards": {}, "input": {}, "output": {}, "params": {}}
-    for kind, name, _ in declared.arguments():
-        values[kind][name] = getattr(args, f"{kind}.{name}")
     from .config import load_config
 
     try:
         config = load_config(args.config)
+        if args.job is None:
+            _forget(args, config)
+            return 0
+        declared = JOBS[args.job]
+        values: dict[str, dict] = {"wildcards": {}, "input": {}, "output": {}, "params": {}}
+        for kind, name, _ in declared.arguments():
+            values[kind][name] = getattr(args, f"{kind}.{name}")
         if declared.compute:
             _threads(args.threads or config["threads"])
         written = run(
