@@ -17,6 +17,7 @@ include: "workflow/rules/train.smk"
 include: "workflow/rules/privacy.smk"
 include: "workflow/rules/proxies.smk"
 include: "workflow/rules/unlearn.smk"
+include: "workflow/rules/budget.smk"
 include: "workflow/rules/barrier.smk"
 include: "workflow/rules/figures.smk"
 
@@ -27,6 +28,7 @@ rule all:
         [PATHS.figure(name)["png"] for name in figure_names()],
         PATHS.claims["markdown"],
         figure_sources(),
+        PATHS.budget_validation_summary,
 
 
 # Written here, once per real run after the lock is taken (see RUN_CONFIG in common.smk).

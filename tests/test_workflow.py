@@ -80,6 +80,7 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path, models_per_job):
         "correlations",
         "groups",
         "steps",
+        "budget",
     ):
         assert jobs[single] == "1", single
     # 15 groups (low, mid, high, top1-top7; 4 proxies' high; 1 random) x 3 oracles, 3 per job or 1

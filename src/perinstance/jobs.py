@@ -442,6 +442,23 @@ def difficulty(config, job):
     )
 
 
+@job(
+    inputs=["steps", "groups"],
+    outputs=["budget_calibration", "budget_validation", "budget_validation_summary"],
+)
+def budget(config, job):
+    """Predicted unlearning budgets from P(x, 4 alpha): the calibration and its held-out validation.
+
+    Leave-one-group-out over every group of each method, against one fixed budget for all requests.
+    """
+    from .budget import write_budget_tables
+
+    i, o = job.input, job.output
+    return write_budget_tables(
+        config, i.steps, i.groups, o.budget_calibration, o.budget_validation, o.budget_validation_summary
+    )
+
+
 # ---------------------------------------------------------------------------------------------
 # Loss barriers
 # ---------------------------------------------------------------------------------------------

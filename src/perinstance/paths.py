@@ -144,6 +144,21 @@ class ResultPaths:
     def survival(self) -> str:
         return f"{self.results}/survival.csv"
 
+    # -- predicted unlearning budgets (beside the steps table) ------------------------------
+    @property
+    def budget_calibration(self) -> str:
+        """The budget rule per unlearning method, fitted on every run (`perinstance forget` reads it)."""
+        return f"{self.results}/budget_calibration.json"
+
+    @property
+    def budget_validation(self) -> str:
+        """One row per held-out (method, group, run): predicted and fixed budgets against the measurement."""
+        return f"{self.results}/budget_validation.csv"
+
+    @property
+    def budget_validation_summary(self) -> str:
+        return f"{self.results}/budget_validation_summary.csv"
+
     # -- loss barriers ----------------------------------------------------------------------
     def spawned_oracle(self, score, group) -> str:
         return f"{self.results}/barriers/spawned/{score}/{group}.pt"
