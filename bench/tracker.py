@@ -45,6 +45,9 @@ from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
+sys.path.insert(0, str(REPO / "bench"))
+
+from pergrad import device_name  # noqa: E402  (bench/pergrad.py: the CPU or GPU model)
 
 from perinstance import pergrad  # noqa: E402
 from perinstance.data import load_dataset  # noqa: E402
@@ -61,16 +64,6 @@ BASELINE = {
     "tracker_inplace": "plain_inplace",
     "fallback_inplace": "plain_inplace",
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def git_commit() -> str | None:
@@ -240,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
         "git_commit": git_commit(),
         "device": "cpu",
-        "device_name": cpu_name(),
+        "device_name": device_name(torch.device("cpu")),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "python": platform.python_version(),

@@ -189,6 +189,15 @@ def interval_log_likelihood(
     return float(log_p.sum()), grad_mu, float((zr_lo - zr_hi).sum())
 
 
+def _field_values(cls, values: Mapping[str, Any], what: str) -> dict[str, Any]:
+    """The values of a dataclass's fields from a saved mapping; every field must be there."""
+    names = list(cls.__dataclass_fields__)
+    missing = [n for n in names if n not in values]
+    if missing:
+        raise ValueError(f"{what} needs the keys {missing}")
+    return {n: values[n] for n in names}
+
+
 @dataclass(frozen=True)
 class BudgetModel:
     """A fitted steps ~ log P(x, 4 alpha) relation with interval-censored normal residuals.
@@ -260,11 +269,7 @@ class BudgetModel:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> BudgetModel:
-        names = [f for f in cls.__dataclass_fields__]
-        missing = [n for n in names if n not in values]
-        if missing:
-            raise ValueError(f"a budget model needs the keys {missing}")
-        kwargs = {n: values[n] for n in names}
+        kwargs = _field_values(cls, values, "a budget model")
         kwargs["covariance"] = tuple(
             tuple(float("nan") if v is None else float(v) for v in row) for row in values["covariance"]
         )
@@ -481,11 +486,7 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> Calibration:
-        names = [f for f in cls.__dataclass_fields__]
-        missing = [n for n in names if n not in values]
-        if missing:
-            raise ValueError(f"a method's calibration needs the keys {missing}")
-        kwargs = {n: values[n] for n in names}
+        kwargs = _field_values(cls, values, "a method's calibration")
         kwargs["model"] = None if values["model"] is None else BudgetModel.from_dict(values["model"])
         kwargs["groups"], kwargs["group_sizes"] = tuple(values["groups"]), tuple(values["group_sizes"])
         return cls(**kwargs)
