@@ -24,6 +24,7 @@ from conftest import snakemake_command
 from PIL import Image
 from torch import nn
 
+from perinstance import io
 from perinstance.config import (
     IMAGE_EXTENSIONS,
     ConfigError,
@@ -650,7 +651,7 @@ def test_tiny_workflow_with_npz_data_and_import_path_model(tmp_path):
     label_of = dict(zip(ids.tolist(), y.tolist()))
     assert all(label_of[i] == label for i, label in zip(scores["index"], scores["label"]))
     assert scores["privacy_loss"].notna().all() and scores["privacy_loss"].std() > 0
-    steps = pd.read_csv(results / "steps.csv")
+    steps = io.load_table(results / "steps.csv")
     assert len(steps) == 7 and steps["steps"].between(0, 40).all()
     examples = pd.read_parquet(results / "unlearning_examples.parquet")
     assert set(examples["index"]) <= set(ids.tolist())

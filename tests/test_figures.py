@@ -101,7 +101,7 @@ def test_privacy_figure_draws_the_worst_case_from_its_table(tmp_path, drawn):
     assert "not DP guarantees" in drawn[0]["suptitle"]
     # the vertical line sits at the seed mean of the worst case at order alpha (40 and 60 nats)
     assert any(np.allclose(x, 50.0) for x in drawn[0]["lines"])
-    table = pd.read_csv(first[2])
+    table = io.load_table(first[2])
     bound = table[table["row_type"] == "worst_case"]
     assert bound["seed"].tolist() == [0, 1] and bound["privacy_loss"].tolist() == [40.0, 60.0]
     assert (bound["shown_as"] == "worst case (max observed norm)").all()
@@ -149,7 +149,7 @@ def test_proxy_figure_shows_seed_and_example_intervals(tmp_path, drawn):
     for _, _, title in (el2n, events):
         assert "(seeds + examples)" in title and "(examples only)" in title and "95% CI" in title
     assert "40 resamples of 2 training seeds of P and 80 examples" in drawn[0]["suptitle"]
-    table = pd.read_csv(first[2])
+    table = io.load_table(first[2])
     assert {"n_seeds", "n_boot", "ci_low_examples", "ci_high_examples"} <= set(table.columns)
     assert len(table) == len(correlations)
 

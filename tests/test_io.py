@@ -100,6 +100,13 @@ def _object_npz(tmp_path):
     return path
 
 
+def _header_only_csv(tmp_path):
+    # a CSV table cut off after its provenance lines (perinstance.provenance)
+    path = tmp_path / "steps.csv"
+    path.write_text("# package: perinstance\n# version: 0.1.0\n")
+    return path
+
+
 def _pickled_pt(tmp_path):
     path = tmp_path / "step_0000000.pt"
     torch.save({"w": np.arange(3)}, path)  # a numpy array needs the full unpickler
@@ -112,6 +119,8 @@ def _pickled_pt(tmp_path):
         (_truncated_parquet, io.load_table),
         (_garbage_csv, io.load_table),
         (_empty_csv, io.load_table),
+        (_header_only_csv, io.load_table),
+        (_truncated_parquet, io.read_provenance),
         (_truncated_npz, io.load_npz),
         (_object_npz, io.load_npz),
         (_truncated_pt, io.load_state_dict),
@@ -156,7 +165,7 @@ def test_non_finite_weights_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "load", [io.load_table, io.load_npz, io.load_state_dict, io.load_torch, io.load_json]
+    "load", [io.load_table, io.load_npz, io.load_state_dict, io.load_torch, io.load_json, io.read_provenance]
 )
 def test_missing_files_stay_file_not_found(tmp_path, load):
     with pytest.raises(FileNotFoundError, match="nothing.here"):

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from conftest import snakemake_command
 
+from perinstance import io
 from perinstance.config import load_config, validate_config
 from perinstance.privacy_scores import privacy_tables
 
@@ -163,7 +164,7 @@ def test_a_refused_second_invocation_changes_nothing(tiny_run):
     configs = list((cwd / "results/test/configs").glob("*.yaml"))
     assert len(configs) == 1 and yaml.safe_load(configs[0].read_text()) == load_config(TEST_CONFIG)
     # every job read the first run's config: k_max 40 and privacy losses at beta 200, recomputed here
-    steps = pd.read_csv(cwd / "results/test/steps.csv")
+    steps = io.load_table(cwd / "results/test/steps.csv")
     assert (steps["k_max"] == 40).all()
     runs = [
         (s, cwd / f"results/test/train/seed{s}", cwd / f"results/test/privacy/seed{s}/norms.npz")
@@ -201,15 +202,15 @@ def test_tiny_workflow_end_to_end(tiny_run):
         assert scores[column].notna().all() and scores[column].std() > 0, column
     for column in ("el2n", "forgetting_events", "learning_speed", "cscore_holdout"):
         assert column in scores, column
-    steps = pd.read_csv(tmp_path / "results/test/steps.csv")
+    steps = io.load_table(tmp_path / "results/test/steps.csv")
     # test.yaml: low, high, top1 x (finetune, sgld) + el2n-high x finetune, one seed each
     assert len(steps) == 7 and set(steps["method"]) == {"finetune", "sgld"}
     assert steps["steps"].between(0, 40).all() and steps["censored"].isin([True, False]).all()
-    barriers = pd.read_csv(tmp_path / "results/test/barriers/barriers.csv")
+    barriers = io.load_table(tmp_path / "results/test/barriers/barriers.csv")
     assert (
         set(barriers["pair"]) == {"unlearned_finetune", "spawned_oracle"} and (barriers["barrier"] >= 0).all()
     )
-    table = pd.read_csv(figure_dir / "F0_training.csv")
+    table = io.load_table(figure_dir / "F0_training.csv")
     assert sorted(table["seed"].unique()) == [0, 1]
     assert set(table["split"]) == {"train", "test"}
     for seed in (0, 1):
@@ -293,3 +294,26 @@ def test_a_moved_checkout_reruns_nothing(tiny_run, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_every_table_and_figure_says_what_produced_it(tiny_run):
+    # each CSV table and figure source table (and each PNG) carries the provenance of the run's
+    # config: its digest is the name of the run config file every job read
+    cwd = tiny_run["cwd"]
+    assert tiny_run["returncode"] == 0, tiny_run["output"][-3000:]
+    (run_config,) = (cwd / "results/test/configs").glob("*.yaml")
+    config = load_config(run_config)
+    results = cwd / "results/test"
+    tables = [
+        p
+        for p in sorted(results.rglob("*"))
+        if p.suffix in (".csv", ".parquet") and not {"benchmarks", "logs"} & set(p.relative_to(results).parts)
+    ]
+    figures = sorted((cwd / "figures/test").glob("*.csv")) + sorted((cwd / "figures/test").glob("*.png"))
+    assert len(tables) > 10 and len(figures) >= 2 * len(TEST_FIGURES)
+    for path in tables + figures:
+        record = io.read_provenance(path)
+        assert record is not None, path
+        assert record.config_digest == run_config.stem, path
+        assert record.experiment == "test" and record.seeds == tuple(config["seeds"]), path
+        assert record.unlearning_seeds == config["unlearning"]["seeds"], path

@@ -8,6 +8,7 @@ import argparse
 import os
 import sys
 
+from . import __version__
 from .allocator import retain_freed_memory
 from .jobs import JOBS, Job, flag, index_wildcard, report, run, wildcard_choices
 
@@ -111,6 +112,7 @@ def _add_forget(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="perinstance", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"perinstance {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for declared in JOBS.values():
         _add_job(sub, declared)

@@ -12,6 +12,7 @@ Standard library + jsonschema + PyYAML only: the Snakefile imports this module.
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import re
 from collections.abc import Iterator
@@ -436,6 +437,18 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if errors:
         raise ConfigError("; ".join(errors))
     return instance
+
+
+def config_digest(config: dict[str, Any], *sections: str) -> str:
+    """16 hex digits of sha256 over `config`'s sections (all of them when none are named).
+
+    The workflow names its run config `results/<experiment>/configs/<digest>.yaml` by the digest
+    of the whole validated config, reruns a rule when the digest of the sections it reads changes,
+    and every table records the whole-config digest (perinstance.provenance).
+    """
+    chosen = {s: config[s] for s in sections} if sections else dict(config)
+    text = yaml.safe_dump(chosen, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

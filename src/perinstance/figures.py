@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from . import io  # noqa: E402
+from . import io, provenance  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -31,16 +32,22 @@ def _seeded_global_numpy(seed: int) -> Iterator[None]:
 
 
 def save_figure(fig: plt.Figure, table: pd.DataFrame, png_path: str | Path) -> list[Path]:
-    """Write `fig` as PNG and PDF and `table` as CSV next to them, all atomically."""
+    """Write `fig` as PNG and PDF and `table` as CSV next to them, all atomically; inside a job all
+    three carry its provenance (perinstance.provenance)."""
     png_path = Path(png_path)
     if png_path.suffix != ".png":
         raise ValueError(f"figure path {png_path} must end in .png")
     written = []
+    record = provenance.current()
     for suffix in (".png", ".pdf"):
         target = png_path.with_suffix(suffix)
         with io.atomic_path(target) as tmp:
-            # no creation date in the PDF: the same results give byte-identical files
-            metadata = {"CreationDate": None} if suffix == ".pdf" else None
+            # no creation date in the PDF: the same results give byte-identical files; inside a job
+            # the provenance goes into the PNG's text chunks and the PDF's subject
+            if suffix == ".pdf":
+                metadata = {"CreationDate": None, **({"Subject": record.summary()} if record else {})}
+            else:
+                metadata = {provenance.METADATA_KEY: json.dumps(record.fields())} if record else None
             fig.savefig(tmp, format=suffix[1:], dpi=150, bbox_inches="tight", metadata=metadata)
         written.append(target)
     written.append(io.save_table(table, png_path.with_suffix(".csv")))

@@ -28,6 +28,8 @@ import pandas as pd
 if TYPE_CHECKING:
     import torch
 
+    from .provenance import Provenance
+
 RUN_MARKER = ".perinstance-run"
 
 
@@ -242,21 +244,78 @@ def load_npz(path: str | Path, required: Iterable[str] = ()) -> dict[str, np.nda
 
 
 def save_table(frame: pd.DataFrame, path: str | Path) -> Path:
-    """Write a tidy table as CSV or Parquet, chosen by the file suffix."""
+    """Write a tidy table as CSV or Parquet, chosen by the file suffix.
+
+    Inside a job the table carries the job's provenance (`perinstance.provenance`): a CSV starts
+    with `# key: value` comment lines, a Parquet file holds the record in its key-value metadata.
+    Outside a job (no current record) the file is the plain table.
+    """
+    from . import provenance
+
     path = Path(path)
+    if path.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"unsupported table format {path.suffix!r} for {path} (use .csv or .parquet)")
+    record = provenance.current()
     if path.suffix == ".parquet":
-        return _write_with(path, lambda tmp: frame.to_parquet(tmp, index=False))
-    if path.suffix == ".csv":
+        if record is None:
+            return _write_with(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        return _write_with(path, lambda tmp: _write_parquet(frame, tmp, record))
+
+    if record is None:
         return _write_with(path, lambda tmp: frame.to_csv(tmp, index=False))
-    raise ValueError(f"unsupported table format {path.suffix!r} for {path} (use .csv or .parquet)")
+
+    def write_csv(tmp: Path) -> None:
+        with tmp.open("w", encoding="utf-8", newline="") as fh:  # newline="": as to_csv opens a path
+            fh.write("".join(line + "\n" for line in record.header_lines()))
+            frame.to_csv(fh, index=False)
+
+    return _write_with(path, write_csv)
+
+
+def _write_parquet(frame: pd.DataFrame, tmp: Path, record: Provenance) -> None:
+    # what DataFrame.to_parquet(index=False) writes (pyarrow, snappy), with the record added to the
+    # schema's key-value metadata next to pandas' own
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .provenance import METADATA_KEY
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    metadata = {**(table.schema.metadata or {}), METADATA_KEY.encode(): json.dumps(record.fields()).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), tmp, compression="snappy")
+
+
+# the most `# key: value` lines a CSV provenance header may take
+_HEADER_LINES = 32
+
+
+def _csv_header(path: Path) -> tuple[Provenance | None, int]:
+    """The provenance record at the top of a CSV file and the number of lines it takes."""
+    from .provenance import parse_header
+
+    with path.open(encoding="utf-8", newline="") as fh:
+        if fh.read(2) != "# ":  # the common case, a table without a header, costs two characters
+            return None, 0
+        fh.seek(0)
+        lines = []
+        for line in fh:
+            lines.append(line)
+            if len(lines) > _HEADER_LINES or not line.startswith("# "):
+                break
+    return parse_header(lines)
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
-    """A table written by `save_table` (Parquet by suffix, CSV otherwise)."""
+    """A table written by `save_table` (Parquet by suffix, CSV otherwise); a CSV's provenance
+    lines are skipped (`read_provenance` returns them)."""
     path = _require_file(path, "table")
     parquet = path.suffix == ".parquet"
     try:
-        return pd.read_parquet(path) if parquet else pd.read_csv(path)
+        if parquet:
+            return pd.read_parquet(path)
+        _, skip = _csv_header(path)
+        # skiprows, not comment="#": a '#' inside a field must stay part of it
+        return pd.read_csv(path, skiprows=skip)
     except _NOT_DAMAGE:
         raise
     except pd.errors.EmptyDataError as err:
@@ -266,6 +325,31 @@ def load_table(path: str | Path) -> pd.DataFrame:
         raise _corrupt(
             path, f"not a readable {kind} file (truncated or corrupt: {_first_line(err)})"
         ) from err
+
+
+def read_provenance(path: str | Path) -> Provenance | None:
+    """The `perinstance.provenance.Provenance` record a table (CSV, Parquet) or figure (PNG)
+    carries, or None for a file written without one."""
+    from .provenance import METADATA_KEY, Provenance
+
+    path = _require_file(path, "file")
+    try:
+        if path.suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            text = (pq.read_schema(path).metadata or {}).get(METADATA_KEY.encode())
+            return None if text is None else Provenance.from_fields(json.loads(text))
+        if path.suffix == ".png":
+            from PIL import Image
+
+            with Image.open(path) as image:
+                text = image.text.get(METADATA_KEY)  # type: ignore[attr-defined]
+            return None if text is None else Provenance.from_fields(json.loads(text))
+        return _csv_header(path)[0]
+    except _NOT_DAMAGE:
+        raise
+    except (*_READ_ERRORS, *_arrow_errors()) as err:
+        raise _corrupt(path, f"unreadable provenance ({_first_line(err)})") from err
 
 
 def save_json(obj: Any, path: str | Path) -> Path:

@@ -26,7 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from . import plan
+from . import plan, provenance
 from .paths import INDEX_WILDCARDS
 from .settings import Settings
 
@@ -701,7 +701,8 @@ def run(
     name: str, config: dict, *, progress: bool = True, force: bool = False, **values: Mapping[str, Any]
 ) -> Any:
     """Run job `name` from Python, as the CLI does after parsing: `config` is a validated config and
-    `values` holds `wildcards`, `input`, `output` and `params` mappings (many-valued names take lists)."""
+    `values` holds `wildcards`, `input`, `output` and `params` mappings (many-valued names take lists).
+    The tables and figures it writes carry the provenance of `config` (perinstance.provenance)."""
     declared = JOBS[name]
     given: dict[str, dict[str, Any]] = {kind: {} for kind in ("wildcards", "input", "output", "params")}
     missing = []
@@ -720,7 +721,8 @@ def run(
         progress=progress,
         force=force,
     )
-    return declared.function(config, job_args)
+    with provenance.recording(config):  # every table and figure the job writes says what produced it
+        return declared.function(config, job_args)
 
 
 def index_wildcard(name: str) -> bool:

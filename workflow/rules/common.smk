@@ -1,4 +1,3 @@
-import hashlib
 import os
 import sys
 from typing import NamedTuple
@@ -11,6 +10,7 @@ import yaml
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from perinstance import jobs, paths, plan  # noqa: E402
 from perinstance.config import ConfigError, merge_configs, read_config_file, validate_config  # noqa: E402
+from perinstance.config import config_digest as digest_of  # noqa: E402
 
 
 def experiment_config():
@@ -65,9 +65,7 @@ wildcard_constraints:
 def config_digest(*sections):
     """Short hash of config sections (all of them when none are named): a params value that reruns
     a rule when they change."""
-    chosen = {s: config[s] for s in sections} if sections else dict(config)
-    text = yaml.safe_dump(chosen, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return digest_of(config, *sections)
 
 
 # Every job reads the config of the invocation that started it: a file named by the digest of its
