@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -133,27 +132,10 @@ def test_bad_config_fails_before_running(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """The tiny workflow run once, with a second invocation of another config started while it runs."""
-    cwd = tmp_path_factory.mktemp("tiny")
-    modified = yaml.safe_load(TEST_CONFIG.read_text())
-    modified["privacy"]["beta"] = 50
-    modified["unlearning"]["k_max"] = 20
-    modified["unlearning"]["gap_budgets"] = [10, 20]  # within the shorter runs
-    (cwd / "modified.yaml").write_text(yaml.safe_dump(modified))
-    command, env = _command("--cores", "2", "--configfile", str(TEST_CONFIG), cwd=cwd)
-    first = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    deadline = time.monotonic() + 300
-    while not list((cwd / "results/test/configs").glob("*.yaml")):  # written once the run holds the lock
-        assert first.poll() is None and time.monotonic() < deadline, (
-            "the first run ended before it started jobs"
-        )
-        time.sleep(0.2)
-    second = snakemake("--cores", "1", "--configfile", str(cwd / "modified.yaml"), cwd=cwd)
-    output, _ = first.communicate(timeout=900)
-    return {"cwd": cwd, "returncode": first.returncode, "output": output, "second": second}
+def tiny_run(tiny_workflow_run):
+    """The tiny workflow run once, with a second invocation of another config started while it runs
+    (tests/conftest.py: shared with the kill-and-resume test)."""
+    return tiny_workflow_run
 
 
 def test_a_refused_second_invocation_changes_nothing(tiny_run):

@@ -8,7 +8,7 @@ import argparse
 import os
 import sys
 
-from . import __version__
+from . import __version__, supervisor
 from .allocator import retain_freed_memory
 from .jobs import JOBS, Job, flag, index_wildcard, report, run, wildcard_choices
 
@@ -149,6 +149,7 @@ def _forget(args: argparse.Namespace, config: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    supervisor.watch()  # a job whose Snakemake is gone stops before it publishes (supervisor.py)
     retain_freed_memory()  # before any tensor exists: see allocator.py
     args = build_parser().parse_args(argv)
     from .config import load_config

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from . import supervisor
+
 if TYPE_CHECKING:
     import torch
 
@@ -71,6 +73,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, 0o666 & ~_umask())
+        supervisor.check()  # a job whose Snakemake is gone publishes nothing
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -442,6 +445,7 @@ def publish_dir(work_dir: str | Path, final_dir: str | Path, *, force: bool = Fa
     """
     work_dir, final_dir = Path(work_dir), Path(final_dir)
     check_replaceable(final_dir, force=force)
+    supervisor.check()  # a job whose Snakemake is gone publishes nothing
     if final_dir.exists() or final_dir.is_symlink():
         # Set the old result aside rather than delete it first, so that `final_dir` is missing only
         # for the instant between two renames.
