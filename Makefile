@@ -23,13 +23,15 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# --rerun-incomplete: after an interrupt (Ctrl-C, a killed job) `make figures` again redoes the
-# jobs that were cut off instead of stopping at Snakemake's IncompleteFilesException
+# the local profile (rerun-incomplete among others): after an interrupt (Ctrl-C, a killed job)
+# `make figures` again redoes the jobs that were cut off instead of stopping at Snakemake's
+# IncompleteFilesException
+LOCAL_PROFILE := --profile workflow/profiles/default
 figures: install
-	$(RUN) snakemake --cores $(CORES) --rerun-incomplete
+	$(RUN) snakemake $(LOCAL_PROFILE) --cores $(CORES)
 
 report: figures
-	$(RUN) snakemake --cores $(CORES) --report report.html
+	$(RUN) snakemake $(LOCAL_PROFILE) --cores $(CORES) --report report.html
 
 test: install
 	$(RUN) python -m pytest

@@ -1,6 +1,7 @@
 # Per-instance privacy for machine unlearning (Sepahvand et al., ICML 2025).
-# Run:  snakemake --cores 2                      (default experiment, config.yaml)
-#       snakemake --cores 2 --configfile workflow/configs/test.yaml
+# Run:  snakemake --profile workflow/profiles/default        (default experiment, config.yaml)
+#       snakemake --profile workflow/profiles/default --configfile workflow/configs/test.yaml
+#       snakemake --profile workflow/profiles/slurm --configfile workflow/configs/paper-cifar10.yaml
 # The package under src/ holds the science; the rules only wire files and resources: every job is
 # declared in src/perinstance/jobs.py and every result file named in src/perinstance/paths.py.
 # There is no `configfile:` directive on purpose: a --configfile is read on its own, never merged
@@ -10,8 +11,9 @@ import sys
 
 from snakemake.utils import min_version
 
-# the first release that reads profiles/<name>/profile.yaml, and the SLURM plugin's own floor
-min_version("9.21")
+# the oldest release tested (dry runs of every config and profile, and the tiny workflow);
+# profiles/<name>/profile.yaml is read since 9.19
+min_version("9.21.0")
 
 # Every job watches this process and stops without publishing once it is gone (a SIGKILLed
 # Snakemake's jobs would otherwise run on as orphans): src/perinstance/supervisor.py. Set anew by
@@ -31,6 +33,22 @@ include: "workflow/rules/unlearn.smk"
 include: "workflow/rules/budget.smk"
 include: "workflow/rules/barrier.smk"
 include: "workflow/rules/figures.smk"
+
+
+# On a cluster these run inside the Snakemake process instead of as sbatch jobs: seconds of work on
+# small tables (figures, claims, groups, scores, proxy correlations, steps, budgets). The tables
+# that read every checkpoint's norms or every unlearning run's per-example records (privacy_loss,
+# robustness, proxies, difficulty) stay cluster jobs: minutes and gigabytes at paper scale.
+localrules:
+    all,
+    figure,
+    figure_barriers,
+    claims,
+    groups,
+    scores,
+    correlations,
+    steps,
+    budget,
 
 
 rule all:

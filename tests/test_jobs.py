@@ -104,9 +104,16 @@ def test_command_line_quotes_and_spreads_lists():
     assert words[-1] == "F2: it's"
 
 
-def _dry_run_commands(tmp_path: Path, *extra: str) -> list[str]:
-    """The `python -m perinstance ...` commands of a dry run of the tiny experiment."""
-    command, env = snakemake_command("-n", "-p", "--configfile", str(TEST_CONFIG), *extra, cwd=tmp_path)
+def _dry_run_commands(tmp_path: Path, *extra: str, **privacy) -> list[str]:
+    """The `python -m perinstance ...` commands of a dry run of the tiny experiment (with these
+    privacy keys changed)."""
+    config = TEST_CONFIG
+    if privacy:
+        raw = yaml.safe_load(TEST_CONFIG.read_text())
+        raw["privacy"].update(privacy)
+        config = tmp_path / "split.yaml"
+        config.write_text(yaml.safe_dump(raw))
+    command, env = snakemake_command("-n", "-p", "--configfile", str(config), *extra, cwd=tmp_path)
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     return [
@@ -122,7 +129,9 @@ def test_every_rule_command_parses_as_its_job(tmp_path, models_per_job):
     every declared argument, so the rules and the registry cannot drift apart; a batchable job gets
     one output file per model index, in the indices' order."""
     parser, seen = build_parser(), set()
-    for command in _dry_run_commands(tmp_path, "--config", f"models_per_job={models_per_job}"):
+    # with models_per_job one, the gradient norms split over jobs too (grad_norms_part, merged)
+    split = {"norm_jobs": 2} if models_per_job == "one" else {}
+    for command in _dry_run_commands(tmp_path, "--config", f"models_per_job={models_per_job}", **split):
         args = parser.parse_args(shlex.split(command))
         declared = jobs.JOBS[args.job]
         for kind, name, arity in declared.arguments():
@@ -135,7 +144,27 @@ def test_every_rule_command_parses_as_its_job(tmp_path, models_per_job):
                 files = getattr(args, f"output.{output.rstrip('+')}")
                 assert [f"{declared.models}{i}" in f for i, f in zip(indices, files)] == [True] * len(indices)
         seen.add(args.job)
-    assert seen == set(jobs.JOBS), set(jobs.JOBS) - seen
+    expected = set(jobs.JOBS) - (set() if split else {"grad_norms_part"})
+    assert seen == expected, expected ^ seen
+
+
+def test_split_norms_plan_parts_and_a_merge(tmp_path):
+    """privacy.norm_jobs: 3 gives every seed three grad_norms_part jobs over disjoint checkpoints
+    and a grad_norms job that merges their files."""
+    commands = _dry_run_commands(tmp_path, norm_jobs=3)
+    parser = build_parser()
+    parsed = [parser.parse_args(shlex.split(c)) for c in commands]
+    parts = [a for a in parsed if a.job == "grad_norms_part"]
+    merges = [a for a in parsed if a.job == "grad_norms"]
+    seeds = yaml.safe_load(TEST_CONFIG.read_text())["seeds"]
+    assert sorted((a.__dict__["wildcards.seed"], a.__dict__["wildcards.part"]) for a in parts) == [
+        (s, p) for s in seeds for p in range(3)
+    ]
+    for merge in merges:
+        seed = merge.__dict__["wildcards.seed"]
+        assert sorted(merge.__dict__["input.norm_parts"]) == sorted(
+            a.__dict__["output.grad_norms_part"] for a in parts if a.__dict__["wildcards.seed"] == seed
+        )
 
 
 def _written_by_command(command: str) -> list[str]:

@@ -9,7 +9,7 @@ from conftest import tiny_config
 from opacus.accountants.analysis import rdp as opacus_rdp
 
 from perinstance import io
-from perinstance.grad_norms import compute_checkpoint_norms
+from perinstance.grad_norms import compute_checkpoint_norms, merge_checkpoint_norms, norm_part_steps
 from perinstance.privacy import (
     StepGroups,
     checkpoint_step_groups,
@@ -277,6 +277,37 @@ def test_checkpoint_norms_file(tiny_privacy):
     assert norms["norms"].shape == (180, len(norms["checkpoint_step"]))
     assert norms["checkpoint_step"][0] == 0 and np.all(np.diff(norms["checkpoint_step"]) > 0)
     assert np.all(norms["norms"] > 0)
+
+
+def test_norm_parts_share_the_checkpoints_round_robin():
+    steps = np.array([0, 2, 4, 8, 12, 16, 20])
+    parts = [norm_part_steps(steps, i, 3).tolist() for i in range(3)]
+    assert parts == [[0, 8, 20], [2, 12], [4, 16]]
+    with pytest.raises(ValueError, match="privacy.norm_jobs"):
+        norm_part_steps(steps, 3, 3)
+
+
+def test_merged_norm_parts_equal_one_job_bit_for_bit(tiny_privacy, tmp_path):
+    config, runs = tiny_privacy
+    _, run, whole = runs[0]
+    parts = [
+        compute_checkpoint_norms(config, run, tmp_path / f"part{i}.npz", progress=False, part=i, parts=3)
+        for i in range(3)
+    ]
+    assert sum(len(io.load_npz(p)["checkpoint_step"]) for p in parts) == len(
+        io.load_npz(whole)["checkpoint_step"]
+    )
+    merged = io.load_npz(merge_checkpoint_norms(run, parts[::-1], tmp_path / "norms.npz"))
+    expected = io.load_npz(whole)
+    assert merged.keys() == expected.keys()
+    for key in expected:
+        np.testing.assert_array_equal(merged[key], expected[key], err_msg=key)
+    with pytest.raises(ValueError, match="cover checkpoints"):
+        merge_checkpoint_norms(run, parts[:2], tmp_path / "short.npz")
+    with pytest.raises(ValueError, match="share checkpoints"):
+        merge_checkpoint_norms(run, [parts[0], parts[0], parts[1], parts[2]], tmp_path / "twice.npz")
+    with pytest.raises(ValueError, match="does not belong"):
+        merge_checkpoint_norms(runs[1][1], parts, tmp_path / "other.npz")
 
 
 def test_privacy_tables_on_tiny_runs(tiny_privacy):

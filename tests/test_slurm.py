@@ -24,9 +24,31 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "workflow/scripts/slurm_local_cluster.sh"
 PROFILES = REPO / "workflow/profiles"
 TEST_CONFIG = REPO / "workflow/configs/test.yaml"
+PAPER_CONFIG = REPO / "workflow/configs/paper-cifar10.yaml"
 SLURM_ENABLED = os.environ.get("PERINSTANCE_TEST_SLURM") == "1" or os.environ.get("CI") == "true"
 SLURM_TIMEOUT = 1200  # whole script: apt-get install on a bare machine + both runs
-GPU_RULES = ("train", "holdout", "oracle", "spawned_oracle", "unlearn", "grad_norms", "barrier")
+GPU_RULES = (
+    "train",
+    "holdout",
+    "oracle",
+    "spawned_oracle",
+    "unlearn",
+    "grad_norms",
+    "grad_norms_part",
+    "barrier",
+)
+# run in the Snakemake process on a cluster (the Snakefile's localrules)
+SMALL_TABLE_AND_FIGURE_RULES = {
+    "figure",
+    "figure_barriers",
+    "claims",
+    "groups",
+    "scores",
+    "correlations",
+    "steps",
+    "budget",
+}
+GROUPED_RULES = {"oracle": "oracles", "holdout": "holdouts", "unlearn": "unlearning"}
 
 
 def snakemake(*args: str, cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -39,10 +61,10 @@ def snakemake(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Comp
 
 
 def job_resources(dry_run_output: str) -> dict[str, dict[str, str]]:
-    """rule -> resources of its first job, from `snakemake -n` output."""
+    """rule -> resources of its first job, from `snakemake -n` output (jobs inside group jobs too)."""
     resources = {}
-    for block in re.split(r"\n(?=rule \w+:)", dry_run_output):
-        rule = re.match(r"rule (\w+):", block)
+    for block in re.split(r"\n(?=\s*rule \w+:)", dry_run_output):
+        rule = re.match(r"\s*rule (\w+):", block)
         line = re.search(r"^\s+resources: (.*)$", block, re.MULTILINE)
         if rule and line and rule.group(1) not in resources:
             resources[rule.group(1)] = dict(item.split("=", 1) for item in line.group(1).split(", "))
@@ -92,6 +114,71 @@ def test_slurm_profile_resources(tmp_path):
         assert not {"gpu", "slurm_partition", "slurm_account"} & set(res), rule
 
 
+def dry_run_jobs(output: str) -> tuple[list[str], list[tuple[str, list[str]]]]:
+    """From `snakemake -n` output: the rules of the jobs planned on their own, and each group
+    job's name with the rules of its jobs."""
+    single, groups = [], []
+    for line in output.splitlines():
+        if match := re.match(r"^rule (\w+):", line):
+            single.append(match.group(1))
+        elif match := re.search(r"Group job (\w+) ", line):
+            groups.append((match.group(1), []))
+        elif (match := re.match(r"^\s+rule (\w+):", line)) and groups:
+            groups[-1][1].append(match.group(1))
+    return single, groups
+
+
+def local_rules() -> set[str]:
+    """The Snakefile's localrules, as Snakemake's API reads them (a dry run does not print them)."""
+    code = """
+import sys
+from pathlib import Path
+
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(ResourceSettings(), snakefile=Path(sys.argv[1]), workdir=Path(sys.argv[2]))
+    print(" ".join(sorted(workflow._workflow._localrules)))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(REPO / "Snakefile"), str(REPO)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return set(result.stdout.split())
+
+
+def test_paper_config_on_slurm_groups_model_jobs_and_keeps_small_jobs_local(tmp_path):
+    """At paper scale the profile submits far fewer jobs: oracles, holdout models and unlearning
+    runs share submissions, figures and small tables run in the Snakemake process."""
+    result = snakemake(
+        "-n", "--profile", str(PROFILES / "slurm"), "--configfile", str(PAPER_CONFIG), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    single, groups = dry_run_jobs(result.stdout)
+    local = local_rules()
+    assert SMALL_TABLE_AND_FIGURE_RULES <= local
+    assert not local & (set(GPU_RULES) | {"privacy_loss", "robustness", "proxies", "difficulty"})
+    profile = yaml.safe_load((PROFILES / "slurm/profile.yaml").read_text())
+    components = dict(item.split("=") for item in profile["group-components"])
+    assert not set(single) & set(GROUPED_RULES), "a model job of a grouped rule was planned alone"
+    for name, rules in groups:
+        assert {GROUPED_RULES[r] for r in rules} == {name}, (name, rules)
+        assert 1 <= len(rules) <= int(components[name]), (name, len(rules))
+    jobs = len(single) - 1 + sum(len(rules) for _, rules in groups)  # without rule `all`
+    submissions = sum(rule not in local for rule in single) + len(groups)
+    expected = sum(
+        -(-sum(r == rule for _, rules in groups for r in rules) // int(components[GROUPED_RULES[rule]]))
+        for rule in GROUPED_RULES
+    )
+    assert len(groups) == expected  # every group full but the last of each rule
+    assert submissions < jobs / 3, (submissions, jobs)
+    print(f"paper-cifar10 on SLURM: {jobs} jobs, {submissions} sbatch submissions ({len(groups)} grouped)")
+
+
 def test_slurm_profile_sizes_every_rule(tmp_path):
     result = snakemake("--list-rules", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -131,6 +218,14 @@ def test_tiny_workflow_on_slurm_equals_local_run(tmp_path):
         pytest.fail(f"timed out after {SLURM_TIMEOUT} s:\n{output[-6000:]}")
     elapsed = time.monotonic() - start
     assert process.returncode == 0, output[-6000:]
-    assert re.search(r"SLURM run: \d+ jobs submitted, states: \d+ COMPLETED$", output, re.MULTILINE), output
+    summary = re.search(
+        r"SLURM run: (\d+) jobs submitted \((\d+) grouped\), (\d+) local jobs, states: \d+ COMPLETED$",
+        output,
+        re.MULTILINE,
+    )
+    assert summary, output[-6000:]
+    submitted, grouped, local = map(int, summary.groups())
+    # the paper-smoke config through the profile: grouped model jobs, figures and tables local
+    assert grouped > 0 and local >= len(SMALL_TABLE_AND_FIGURE_RULES), output[-6000:]
     assert "identical:" in output, output
     print(f"SLURM end-to-end check took {elapsed:.0f} s")

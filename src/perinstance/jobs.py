@@ -183,14 +183,33 @@ def train(config, job):
     )
 
 
-@job(wildcards=["seed"], inputs=["training_run"], outputs=["grad_norms"], compute=True)
+@job(wildcards=["seed"], inputs=["training_run", "norm_parts*"], outputs=["grad_norms"], compute=True)
 def grad_norms(config, job):
-    """Gradient norm of every training example at every checkpoint of one original model."""
+    """Gradient norm of every training example at every checkpoint of one original model (with
+    --norm-parts: merged from the files of its parts)."""
+    from .grad_norms import compute_checkpoint_norms, merge_checkpoint_norms
+
+    _check_seed(job.input.training_run, job.wildcards.seed)
+    if job.input.norm_parts:
+        return merge_checkpoint_norms(job.input.training_run, job.input.norm_parts, job.output.grad_norms)
+    return compute_checkpoint_norms(
+        config, job.input.training_run, job.output.grad_norms, progress=job.progress
+    )
+
+
+@job(wildcards=["seed", "part"], inputs=["training_run"], outputs=["grad_norms_part"], compute=True)
+def grad_norms_part(config, job):
+    """Gradient norms at one share of the checkpoints of one original model (privacy.norm_jobs)."""
     from .grad_norms import compute_checkpoint_norms
 
     _check_seed(job.input.training_run, job.wildcards.seed)
     return compute_checkpoint_norms(
-        config, job.input.training_run, job.output.grad_norms, progress=job.progress
+        config,
+        job.input.training_run,
+        job.output.grad_norms_part,
+        progress=job.progress,
+        part=job.wildcards.part,
+        parts=job.settings.privacy.norm_jobs,
     )
 
 

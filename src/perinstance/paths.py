@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 # wildcards that hold a non-negative integer index; they name files as <name><value>
-INDEX_WILDCARDS = ("seed", "run", "replicate", "model")
+INDEX_WILDCARDS = ("seed", "run", "replicate", "model", "part")
 FIGURE_FORMATS = ("png", "pdf", "csv")
 
 
@@ -59,6 +59,10 @@ class ResultPaths:
 
     def grad_norms(self, seed) -> str:
         return f"{self.results}/privacy/seed{seed}/norms.npz"
+
+    def grad_norms_part(self, seed, part) -> str:
+        """One share of a run's checkpoints (privacy.norm_jobs > 1), merged into grad_norms."""
+        return f"{self.results}/privacy/seed{seed}/norms_part{part}.npz"
 
     @property
     def privacy_table(self) -> str:

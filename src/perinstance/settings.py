@@ -186,6 +186,7 @@ class PrivacySettings(_Section):
     rdp_method: str
     delta: float
     norm_batch_size: int
+    norm_jobs: int
     robustness_betas: tuple[float, ...]
     robustness_orders: tuple[float, ...]
     max_lr_levels: int
@@ -262,6 +263,7 @@ class Settings(_Section):
     device: str
     threads: int
     models_per_job: str
+    keep_models: bool
     dataset: DatasetSettings
     model: ModelSettings
     training: TrainingSettings

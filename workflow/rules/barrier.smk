@@ -4,7 +4,7 @@ rule spawned_oracle:
         groups=PATHS.groups,
         original=PATHS.training_run(plan.original_seed(config, 0)),
     output:
-        spawned_oracle=PATHS.spawned_oracle("{score}", "{group}"),
+        spawned_oracle=model_weights(PATHS.spawned_oracle("{score}", "{group}")),
     log:
         job_log("spawned_oracle"),
     benchmark:

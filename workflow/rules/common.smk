@@ -57,6 +57,7 @@ wildcard_constraints:
     run=r"\d+",
     replicate=r"\d+",
     model=r"\d+",
+    part=r"\d+",
     method="|".join(plan.UNLEARNING_METHODS),
     score=r"[a-z_0-9]+",
     group=r"[a-z0-9]+",
@@ -164,6 +165,16 @@ def all_grad_norms():
     return [PATHS.grad_norms(seed) for seed in SEEDS]
 
 
+# privacy.norm_jobs > 1: each run's checkpoints are shared by that many grad_norms_part jobs
+SPLIT_NORMS = config["privacy"]["norm_jobs"] > 1
+
+
+def norm_parts(wildcards):
+    """The part files a grad_norms job merges; none when one job scores every checkpoint."""
+    parts = range(config["privacy"]["norm_jobs"]) if SPLIT_NORMS else []
+    return [PATHS.grad_norms_part(wildcards.seed, part) for part in parts]
+
+
 def holdout_files():
     return [PATHS.holdout(m) for m in HOLDOUT_MODELS]
 
@@ -191,10 +202,17 @@ def unlearning_originals(wildcards):
     return [PATHS.training_run(plan.original_seed(config, run)) for run in job_models("unlearn", wildcards)]
 
 
+def model_weights(paths):
+    """Model weights (oracles, unlearned models, spawned oracles) as outputs: temporary unless
+    config key keep_models, so Snakemake deletes each once the jobs that read it are done."""
+    return paths if config["keep_models"] else temp(paths)
+
+
 def unlearning_outputs():
     """Every file of the unlearning runs of one unlearn job, by kind (curve, examples, ...)."""
     runs = [PATHS.unlearning("{method}", "{score}", "{group}", r) for r in rule_models("unlearn")]
-    return {kind: [run[kind] for run in runs] for kind in runs[0]}
+    files = {kind: [run[kind] for run in runs] for kind in runs[0]}
+    return {kind: model_weights(f) if kind in ("model", "barrier_model") else f for kind, f in files.items()}
 
 
 def barrier_methods(wildcards):

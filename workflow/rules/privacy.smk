@@ -1,13 +1,16 @@
 rule grad_norms:
-    """Gradient norm of every training example at every checkpoint of one run."""
+    """Gradient norm of every training example at every checkpoint of one run (or the merge of its parts)."""
     input:
         training_run=PATHS.training_run("{seed}"),
+        norm_parts=norm_parts,
     output:
         grad_norms=PATHS.grad_norms("{seed}"),
     log:
         job_log("grad_norms"),
     benchmark:
         job_benchmark("grad_norms")
+    # a merge of parts takes seconds: on a cluster it runs in the Snakemake process
+    localrule: SPLIT_NORMS
     conda:
         TORCH_ENV
     threads: job_threads("grad_norms")
@@ -17,6 +20,27 @@ rule grad_norms:
         **job_params("dataset", "model", "device"),
     shell:
         job_shell("grad_norms")
+
+
+rule grad_norms_part:
+    """Gradient norms at every privacy.norm_jobs-th checkpoint of one run, from the part-th on."""
+    input:
+        training_run=PATHS.training_run("{seed}"),
+    output:
+        grad_norms_part=PATHS.grad_norms_part("{seed}", "{part}"),
+    log:
+        job_log("grad_norms_part"),
+    benchmark:
+        job_benchmark("grad_norms_part")
+    conda:
+        TORCH_ENV
+    threads: job_threads("grad_norms_part")
+    resources:
+        **compute_resources(runtime=60),
+    params:
+        **job_params("dataset", "model", "device", "privacy"),
+    shell:
+        job_shell("grad_norms_part")
 
 
 rule privacy_loss:

@@ -25,7 +25,9 @@ rule oracle:
         groups=PATHS.groups,
     output:
         oracle_evaluation=[PATHS.oracle_evaluation("{score}", "{group}", r) for r in rule_models("oracle")],
-        oracle_model=[PATHS.oracle_model("{score}", "{group}", r) for r in rule_models("oracle")],
+        oracle_model=model_weights(
+            [PATHS.oracle_model("{score}", "{group}", r) for r in rule_models("oracle")]
+        ),
     log:
         job_log("oracle"),
     benchmark:

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Run the tiny CI experiment on a real, throw-away, one-node SLURM cluster on this machine and
-# check that it gives the same results as a local run.
+# Run an experiment (default: the paper-structure smoke config) on a real, throw-away, one-node
+# SLURM cluster on this machine and check that it gives the same results as a local run.
 #
 #   workflow/scripts/slurm_local_cluster.sh [WORKDIR]
 #
@@ -8,15 +8,16 @@
 #  2. starts munged, slurmctld and slurmd for a one-node cluster on localhost, with every config,
 #     key, socket, state and log file in one temporary directory and on free ports, so an
 #     existing SLURM or MUNGE installation is neither used nor disturbed;
-#  3. runs `snakemake --profile workflow/profiles/slurm --configfile workflow/configs/test.yaml`
-#     in WORKDIR/slurm (every job goes through sbatch);
+#  3. runs `snakemake --profile workflow/profiles/slurm --configfile workflow/configs/paper-smoke.yaml`
+#     in WORKDIR/slurm: model jobs through sbatch, oracles, holdout models and unlearning runs
+#     grouped into shared submissions, figure and small-table rules in the Snakemake process
+#     (localrules), as at paper scale;
 #  4. runs the same workflow locally in WORKDIR/local and compares: scores.parquet, every table
 #     under results/ (parquet/csv), every model.pt state_dict, the set of figure files;
 #  5. stops the daemons it started (by their recorded PIDs), also on failure or interruption.
 #
-# Only the jobs behind figures F0 and F1 run (train, grad_norms, holdout, privacy_loss, proxies,
-# scores, figures; about a dozen jobs), so the check stays short while the workflow grows; set
-# SLURM_TEST_TARGETS=all for the whole DAG, or to any space-separated list of targets.
+# The whole DAG runs (SLURM_TEST_TARGETS: a space-separated list of targets instead, e.g. one
+# figure's PNG); SLURM_TEST_CONFIG: another config file (e.g. workflow/configs/test.yaml).
 # WORKDIR defaults to a new temporary directory (removed at the end unless KEEP=1).
 #
 #   workflow/scripts/slurm_local_cluster.sh --run CMD [ARGS...]
@@ -34,8 +35,8 @@ PYTHON="${PYTHON:-$(command -v python || command -v python3)}"
 PYTHON_BIN="$(cd "$(dirname "$PYTHON")" && pwd)"
 PYTHON="$PYTHON_BIN/$(basename "$PYTHON")"   # absolute, without resolving a venv's symlink
 SNAKEMAKE_TIMEOUT="${SNAKEMAKE_TIMEOUT:-600}"
-read -r -a TARGETS <<<"${SLURM_TEST_TARGETS:-figures/test/F0_training.png figures/test/F1_privacy_loss.png}"
-TEST_CONFIG="$REPO/workflow/configs/test.yaml"
+read -r -a TARGETS <<<"${SLURM_TEST_TARGETS:-all}"
+TEST_CONFIG="$(cd "$REPO" && realpath "${SLURM_TEST_CONFIG:-workflow/configs/paper-smoke.yaml}")"
 START=$SECONDS
 
 log() { printf '[slurm-local %3ds] %s\n' "$((SECONDS - START))" "$*" >&2; }
@@ -266,31 +267,34 @@ wait_snakemake() {  # wait_snakemake NAME
 }
 
 compare_runs() {
-    "$PYTHON" - "$WORKDIR/slurm" "$WORKDIR/local" <<'EOF'
+    PYTHONPATH="$REPO/src${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" - "$WORKDIR/slurm" "$WORKDIR/local" "$TEST_CONFIG" <<'EOF'
 import re
 import sys
 from pathlib import Path
 
 import pandas as pd
 import torch
+import yaml
+
+from perinstance.io import load_table
 
 slurm, local = Path(sys.argv[1]), Path(sys.argv[2])
+name = yaml.safe_load(Path(sys.argv[3]).read_text())["experiment"]
 TIMING = re.compile(r"second|time|elapsed|duration|date", re.IGNORECASE)
 
 def files(root, pattern):
     return sorted(p.relative_to(root) for p in root.glob(pattern) if p.is_file())
 
-def read_table(path):
-    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+read_table = load_table
 
-scores = Path("results/test/scores.parquet")
+scores = Path(f"results/{name}/scores.parquet")
 assert (local / scores).is_file() and (slurm / scores).is_file(), "scores.parquet missing"
 assert len(pd.read_parquet(local / scores)) > 0
 
 # every table, except provenance and timings (benchmarks/, logs/)
-tables = [p for p in files(local, "results/test/**/*") if p.suffix in (".parquet", ".csv")
+tables = [p for p in files(local, f"results/{name}/**/*") if p.suffix in (".parquet", ".csv")
           and not {"benchmarks", "logs"} & set(p.parts)]
-tables += files(local, "figures/test/*.csv")
+tables += files(local, f"figures/{name}/*.csv")
 for rel in tables:
     assert (slurm / rel).is_file(), f"{rel} missing in the SLURM run"
     a, b = read_table(slurm / rel), read_table(local / rel)
@@ -299,7 +303,7 @@ for rel in tables:
     pd.testing.assert_frame_equal(a.drop(columns=timing, errors="ignore"), b.drop(columns=timing),
                                   check_exact=True, obj=str(rel))
 
-models = files(local, "results/test/**/model.pt")
+models = files(local, f"results/{name}/**/model.pt")
 assert models, "no model.pt in the local run"
 for rel in models:
     a = torch.load(slurm / rel, map_location="cpu", weights_only=True)
@@ -308,8 +312,8 @@ for rel in models:
     for key in a:
         assert torch.equal(a[key], b[key]), f"{rel}: {key} differs"
 
-figures_local = files(local, "figures/test/*")
-figures_slurm = files(slurm, "figures/test/*")
+figures_local = files(local, f"figures/{name}/*")
+figures_slurm = files(slurm, f"figures/{name}/*")
 assert figures_local == figures_slurm, (figures_local, figures_slurm)
 names = {p.name for p in figures_local}
 for figure in ("F0_training", "F1_privacy_loss"):
@@ -317,6 +321,13 @@ for figure in ("F0_training", "F1_privacy_loss"):
         assert f"{figure}.{suffix}" in names, f"{figure}.{suffix} missing"
 for rel in figures_slurm:
     assert (slurm / rel).stat().st_size > 0, rel
+# keep_models: false deletes the model weights once read; training runs always stay
+config = yaml.safe_load(Path(sys.argv[3]).read_text())
+if not config.get("keep_models", True):
+    for root in (local, slurm):
+        left = [p for pattern in ("oracles/**/*.pt", "unlearn/**/*.pt", "barriers/spawned/**/*.pt")
+                for p in files(root, f"results/{name}/{pattern}")]
+        assert not left, f"temporary model weights left in {root}: {left[:3]}"
 print(f"identical: {len(tables)} tables, {len(models)} model.pt state_dicts; "
       f"{len(figures_slurm)} figure files in both runs")
 EOF
@@ -354,17 +365,24 @@ main() {
     start_cluster
     start_snakemake slurm --profile "$REPO/workflow/profiles/slurm"
     wait_snakemake slurm
-    local submitted states
+    local submitted grouped local_jobs states
     submitted=$(grep -c "has been submitted with SLURM jobid" "$WORKDIR/slurm.log" || true)
     ((submitted > 0)) || die "no job was submitted to SLURM (see $WORKDIR/slurm.log)"
     # every job we submitted has finished as COMPLETED (squeue keeps them for MinJobAge)
     states=$(squeue -h -t all -o %T | sort | uniq -c | tr -s ' ' | paste -sd, -)
     [[ $(squeue -h -t all -o %T | grep -vc COMPLETED || true) -eq 0 ]] \
         || die "not all SLURM jobs COMPLETED: $states"
-    log "SLURM run: $submitted jobs submitted, states:$states"
+    # grouped submissions log to .snakemake/slurm_logs/group_<name>/; localrules print as `localrule`
+    grouped=$(grep "has been submitted with SLURM jobid" "$WORKDIR/slurm.log" | grep -c "group_" || true)
+    local_jobs=$(grep -c "^localrule " "$WORKDIR/slurm.log" || true)
+    log "SLURM run: $submitted jobs submitted ($grouped grouped), $local_jobs local jobs, states:$states"
     wait_snakemake local
     log "comparing"
     compare_runs
+    # a finished run (its temporary files deleted) has nothing left to do
+    (cd "$WORKDIR/local" && "$PYTHON" -m snakemake -n "${TARGETS[@]}" --snakefile "$REPO/Snakefile" \
+        --directory "$WORKDIR/local" --configfile "$TEST_CONFIG" 2>&1 | tail -n 3) | tee "$WORKDIR/rerun.log" >&2
+    grep -q "Nothing to be done" "$WORKDIR/rerun.log" || die "a rerun of the finished local run would run jobs again"
 }
 
 main "$@"
