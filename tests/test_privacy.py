@@ -68,7 +68,8 @@ RATES = [
     1.0,
     pytest.param(64 / 3950, marks=pytest.mark.slow),
     pytest.param(32 / 180, marks=pytest.mark.slow),
-]  # the slow ones: ~10-25 s each (Opacus' fractional orders)
+]  # the slow ones: Opacus' fractional orders take 30-80 s on the whole grid, so they check every third z
+THINNED = {64 / 3950, 32 / 180}
 
 
 def _dense_z():
@@ -83,11 +84,12 @@ def _dense_z():
 
 @pytest.mark.parametrize("q", RATES)
 def test_interpolation_meets_its_bound_on_a_dense_grid(q):
-    """The bound the docstring states, on 2,200-2,700 z per order against Opacus (the windows where the old
-    1000-points-per-decade log-log grid was off by 4e-4 at order 8, 9e-3 at 32 and 3e-2 at 64)."""
+    """The bound the docstring states, on 2,200-2,700 z per order (every third at the slow rates)
+    against Opacus (the windows where the old 1000-points-per-decade log-log grid was off by 4e-4 at
+    order 8, 9e-3 at 32 and 3e-2 at 64)."""
     from perinstance.privacy import INTERPOLATION_RTOL, asymptotic_switch
 
-    z = _dense_z()
+    z = _dense_z()[:: 3 if q in THINNED else 1]
     interpolated = subsampled_gaussian_rdp(q, z, PROJECT_ORDERS, "interpolate")
     for j, order in enumerate(PROJECT_ORDERS):
         near = z < asymptotic_switch(q, order)  # beyond it both methods share the 1/z^2 expansion
@@ -98,7 +100,8 @@ def test_interpolation_meets_its_bound_on_a_dense_grid(q):
             ]
         )
         relative = np.abs(interpolated[near, j] / exact - 1)
-        assert near.sum() > 2000 and relative.max() < INTERPOLATION_RTOL == 1e-4, (order, relative.max())
+        enough = 700 if q in THINNED else 2000
+        assert near.sum() > enough and relative.max() < INTERPOLATION_RTOL == 1e-4, (order, relative.max())
     np.testing.assert_array_equal(interpolated, subsampled_gaussian_rdp(q, z, PROJECT_ORDERS, "interpolate"))
 
 
