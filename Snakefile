@@ -6,22 +6,11 @@
 # declared in src/perinstance/jobs.py and every result file named in src/perinstance/paths.py.
 # There is no `configfile:` directive on purpose: a --configfile is read on its own, never merged
 # over config.yaml (workflow/rules/common.smk, experiment_config).
-import os
-import sys
-
 from snakemake.utils import min_version
 
 # the oldest release tested (dry runs of every config and profile, and the tiny workflow);
 # profiles/<name>/profile.yaml is read since 9.19
 min_version("9.21.0")
-
-# Every job watches this process and stops without publishing once it is gone (a SIGKILLed
-# Snakemake's jobs would otherwise run on as orphans): src/perinstance/supervisor.py. Set anew by
-# each snakemake that parses this file, so inside a SLURM job it names the job's own snakemake.
-sys.path.insert(0, os.path.join(workflow.basedir, "src"))
-from perinstance.supervisor import export_supervisor  # noqa: E402
-
-export_supervisor()
 
 
 include: "workflow/rules/common.smk"

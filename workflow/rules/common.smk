@@ -11,6 +11,12 @@ sys.path.insert(0, os.path.join(workflow.basedir, "src"))
 from perinstance import jobs, paths, plan  # noqa: E402
 from perinstance.config import ConfigError, merge_configs, read_config_file, validate_config  # noqa: E402
 from perinstance.config import config_digest as digest_of  # noqa: E402
+from perinstance.supervisor import export_supervisor  # noqa: E402
+
+# Every job watches this process and stops without publishing once it is gone (a SIGKILLed
+# Snakemake's jobs would otherwise run on as orphans): src/perinstance/supervisor.py. Set anew by
+# each snakemake that parses this file, so inside a SLURM job it names the job's own snakemake.
+export_supervisor()
 
 
 def experiment_config():

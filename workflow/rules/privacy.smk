@@ -38,7 +38,9 @@ rule grad_norms_part:
     resources:
         **compute_resources(runtime=60),
     params:
-        **job_params("dataset", "model", "device", "privacy"),
+        **job_params("dataset", "model", "device"),
+        # which checkpoints a part takes; the rest of privacy (beta, orders, ...) does not touch norms
+        norm_jobs=config["privacy"]["norm_jobs"],
     shell:
         job_shell("grad_norms_part")
 
