@@ -33,8 +33,13 @@ figures: install
 report: figures
 	$(RUN) snakemake $(LOCAL_PROFILE) --cores $(CORES) --report report.html
 
+# three pytest workers (pytest-xdist), also on two cores: the SLURM and other end-to-end tests
+# spend much of their time waiting on Snakemake's status checks and job start-ups, which the other
+# workers fill; tests that share one workflow run stay on one worker (tests/conftest.py).
+# TEST_WORKERS=0: one process.
+TEST_WORKERS ?= 3
 test: install
-	$(RUN) python -m pytest
+	$(RUN) python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 test-slurm: install
 	$(RUN) PERINSTANCE_TEST_SLURM=1 python -m pytest -m slurm

@@ -111,3 +111,24 @@ def tiny_workflow_run(tmp_path_factory) -> dict:
     output, _ = first.communicate(timeout=900)
     tables = result_tables(cwd) if first.returncode == 0 else {}
     return {"cwd": cwd, "returncode": first.returncode, "output": output, "second": second, "tables": tables}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
+def pytest_collection_modifyitems(config, items):
+    """Order and group the tests for `pytest -n 2 --dist loadgroup` (the Makefile's `make test`).
+
+    Tests that share the session-scoped tiny_workflow_run run in one xdist group, so the run it
+    stands for happens once, not once per worker. The long end-to-end tests (the SLURM cluster
+    first, then the other `slow` ones) are collected first, so they start at once and the short
+    tests fill the other worker around them instead of queueing behind them at the end.
+    """
+    for item in items:
+        if "tiny_workflow_run" in item.fixturenames:
+            item.add_marker(pytest.mark.xdist_group("tiny_workflow_run"))
+
+    def start_order(item) -> int:
+        if item.get_closest_marker("slurm"):
+            return 0
+        return 1 if item.get_closest_marker("slow") else 2
+
+    items.sort(key=start_order)  # stable: the file order within each class
