@@ -637,6 +637,7 @@ def test_tiny_workflow_with_npz_data_and_import_path_model(tmp_path):
     raw["experiment"] = "byo"
     raw["dataset"] = {"name": "npz", "path": "own.npz", "test_fraction": 0.25}
     raw["model"] = {"name": "byo_models:tiny_convnet", "width": 4, "norm_groups": 2}
+    raw["unlearning"]["methods"] = ["finetune", "sgld"]  # the data and model paths, not every method
     (tmp_path / "byo.yaml").write_text(yaml.safe_dump(raw))
     shutil.copy(REPO / "config.yaml", tmp_path / "config.yaml")  # as tests/test_workflow.py runs it
     command, env = snakemake_command("--cores", "2", "--configfile", "byo.yaml", cwd=tmp_path)

@@ -11,7 +11,6 @@ from perinstance.evaluation import (
     loss_threshold_mia_auc,
     mia_auc_gap,
     oracle_band,
-    per_example_epsilon,
     steps_to_unlearn,
     summarise_steps,
 )
@@ -129,31 +128,3 @@ def test_mia_auc():
 
 def test_forget_accuracy_gap():
     assert forget_accuracy_gap(0.9, [0.5, 0.7]) == pytest.approx(0.3)
-
-
-def _cap(k, r):
-    """The largest per-example epsilon with K unlearned models and R oracles (delta = 0).
-
-    Perfect separation.
-    """
-    return max(math.log((1 - 1 / (2 * r)) * 2 * k), math.log((1 - 1 / (2 * k)) * 2 * r))
-
-
-def test_per_example_epsilon():
-    rng = np.random.default_rng(0)
-    same = rng.normal(size=(16, 1))
-    identical = per_example_epsilon(same, same)[0]
-    assert identical == 0.0
-    # same distribution, independent draws: well below the cap (not 0: see the docstring's null floor)
-    null = np.median(per_example_epsilon(rng.normal(size=(16, 200)), rng.normal(size=(16, 200))))
-    shifted = np.median(per_example_epsilon(rng.normal(size=(16, 200)) + 3.0, rng.normal(size=(16, 200))))
-    assert null < 0.6 * _cap(16, 16) and shifted > null + 1.0
-    separated = per_example_epsilon(np.full((4, 2), 5.0) + np.arange(4)[:, None], np.zeros((8, 2)))
-    np.testing.assert_allclose(separated, _cap(4, 8))
-    assert _cap(16, 16) == pytest.approx(math.log(2 * 16 - 1))
-    # the reverse direction (unlearned below the oracles) is caught too
-    np.testing.assert_allclose(per_example_epsilon(-np.ones((4, 1)), np.zeros((8, 1))), _cap(4, 8))
-    with pytest.raises(ValueError, match="R >= 8"):
-        per_example_epsilon(np.zeros((4, 2)), np.zeros((7, 2)))
-    with pytest.raises(ValueError, match="K >= 2"):
-        per_example_epsilon(np.zeros((1, 2)), np.zeros((8, 2)))

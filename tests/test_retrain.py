@@ -246,6 +246,7 @@ def test_oracle_evaluation_names_itself_and_feeds_an_unlearning_run(original, tm
         "forget_losses",
         "forget_phi",
         "forget_correct",
+        "retain_accuracy",
         "test_losses",
         "test_correct",
         "score",
@@ -277,9 +278,11 @@ def test_oracle_evaluation_names_itself_and_feeds_an_unlearning_run(original, tm
         "forget_losses",
         "forget_phi",
         "forget_correct",
+        "retain_accuracy",
         "test_losses",
         "test_correct",
         "steps_run",
     ]
     np.testing.assert_array_equal(final["forget_index"], arrays["forget_index"])
+    assert 0 <= float(final["retain_accuracy"]) <= 1 and 0 <= float(arrays["retain_accuracy"]) <= 1
     assert sorted(p.name for p in (tmp_path / "unlearn").iterdir()) == sorted(p.name for p in out.values())

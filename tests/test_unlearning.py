@@ -13,7 +13,8 @@ from conftest import REPO, tiny_config
 from perinstance.data import load_dataset
 from perinstance.inference import logit_confidence
 from perinstance.models import build_model
-from perinstance.unlearning import METHODS, UnlearningRecipe, unlearn
+from perinstance.optim import SGD
+from perinstance.unlearning import METHODS, RunData, UnlearningRecipe, unlearn
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +251,150 @@ def test_barrier_endpoint_mid_run_and_at_step0(dataset):
     assert _equal(at_zero["snapshot"], _model(dataset).state_dict())
     with pytest.raises(ValueError, match="barrier.unlearning_steps"):
         _run(dataset, "finetune", k_max=10, snapshot_at=11)
+
+
+# --------------------------------------------------------------------------- the methods' updates
+# One step of each method on a linear softmax model, against the closed-form gradients
+# d CE / dW = (softmax(z) - onehot(y))^T x / n and d [T^2 KL(p_t || p_s)] / dz_s = T (p_s - p_t) / n.
+
+
+def _linear_case(seed=0, n_retain=6, n_forget=4, d=3, classes=3):
+    gen = torch.Generator().manual_seed(seed)
+    model = torch.nn.Linear(d, classes).double()
+    with torch.no_grad():
+        model.weight.copy_(torch.randn(classes, d, generator=gen, dtype=torch.float64))
+        model.bias.copy_(torch.randn(classes, generator=gen, dtype=torch.float64))
+    xr = torch.randn(n_retain, d, generator=gen, dtype=torch.float64)
+    yr = torch.randint(0, classes, (n_retain,), generator=gen)
+    xf = torch.randn(n_forget, d, generator=gen, dtype=torch.float64)
+    yf = torch.randint(0, classes, (n_forget,), generator=gen)
+    return model, xr, yr, xf, yf
+
+
+def _run_data(xf, yf, classes=3, steps_per_retain_epoch=100):
+    # a batch size above |G|: every forget batch is all of G, so the mean losses do not depend on order
+    return RunData(
+        xf, yf, num_classes=classes, batch_size=64, steps_per_retain_epoch=steps_per_retain_epoch, seed=3
+    )
+
+
+def _softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _params(model):
+    return model.weight.detach().numpy().copy(), model.bias.detach().numpy().copy()
+
+
+def _ce_grad(W, b, x, y):
+    x = x.numpy()
+    residual = _softmax(x @ W.T + b) - np.eye(W.shape[0])[y.numpy()]
+    return residual.T @ x / len(x), residual.mean(axis=0)
+
+
+def _kl_grad(W, b, W_teacher, b_teacher, x, temperature):
+    x = x.numpy()
+    p_s = _softmax((x @ W.T + b) / temperature)
+    p_t = _softmax((x @ W_teacher.T + b_teacher) / temperature)
+    residual = temperature * (p_s - p_t)
+    return residual.T @ x / len(x), residual.mean(axis=0)
+
+
+def _step(method, model, data, xr, yr, lr=0.1, **settings):
+    recipe = _recipe(method, lr=lr, **settings)
+    step = METHODS[method](model, data, recipe)
+    optimizer = SGD(model.parameters(), lr=lr)
+    step(optimizer, xr, yr, torch.Generator().manual_seed(0))
+    return step, optimizer
+
+
+def test_neggrad_plus_descends_on_retain_and_ascends_on_forget():
+    model, xr, yr, xf, yf = _linear_case()
+    W, b = _params(model)
+    _step("neggrad_plus", model, _run_data(xf, yf), xr, yr, neggrad_alpha=0.7)
+    (gw_r, gb_r), (gw_f, gb_f) = _ce_grad(W, b, xr, yr), _ce_grad(W, b, xf, yf)
+    np.testing.assert_allclose(model.weight.detach().numpy(), W - 0.1 * (0.7 * gw_r - 0.3 * gw_f), atol=1e-12)
+    np.testing.assert_allclose(model.bias.detach().numpy(), b - 0.1 * (0.7 * gb_r - 0.3 * gb_f), atol=1e-12)
+
+
+def test_random_label_fine_tunes_on_retain_and_on_the_forget_group_under_fixed_random_labels():
+    model, xr, yr, xf, yf = _linear_case()
+    W, b = _params(model)
+    data = _run_data(xf, yf)
+    labels = data.forget_random_y.clone()
+    assert labels.shape == yf.shape and 0 <= labels.min() and labels.max() < 3
+    step, optimizer = _step("random_label", model, data, xr, yr)
+    (gw_r, gb_r), (gw_f, gb_f) = _ce_grad(W, b, xr, yr), _ce_grad(W, b, xf, labels)
+    np.testing.assert_allclose(model.weight.detach().numpy(), W - 0.1 * (gw_r + gw_f), atol=1e-12)
+    np.testing.assert_allclose(model.bias.detach().numpy(), b - 0.1 * (gb_r + gb_f), atol=1e-12)
+    assert torch.equal(data.forget_random_y, labels)  # drawn once per run, not per step
+
+
+def test_salun_moves_only_the_most_salient_fraction_of_the_weights():
+    model, xr, yr, xf, yf = _linear_case(n_forget=5)
+    W, b = _params(model)
+    data = _run_data(xf, yf)
+    _step("salun", model, data, xr, yr, salun_fraction=0.25)
+    # saliency |d sum CE(G) / d theta| = n_G |mean gradient|; the top 25 % of the 12 weights: 3
+    gw_f, gb_f = _ce_grad(W, b, xf, yf)
+    saliency = np.abs(np.concatenate([gw_f.ravel(), gb_f]))
+    keep = saliency >= np.sort(saliency)[-3]
+    assert keep.sum() == 3
+    (gw_r, gb_r), (gw_rl, gb_rl) = _ce_grad(W, b, xr, yr), _ce_grad(W, b, xf, data.forget_random_y)
+    update = -0.1 * np.concatenate([(gw_r + gw_rl).ravel(), gb_r + gb_rl]) * keep
+    after = np.concatenate([model.weight.detach().numpy().ravel(), model.bias.detach().numpy()])
+    np.testing.assert_allclose(after, np.concatenate([W.ravel(), b]) + update, atol=1e-12)
+    assert np.array_equal(after[~keep], np.concatenate([W.ravel(), b])[~keep])  # bit for bit
+
+
+def test_scrub_max_steps_in_its_first_epochs_then_only_min_steps():
+    model, xr, yr, xf, yf = _linear_case()
+    W0, b0 = _params(model)  # the teacher
+    settings = dict(scrub_alpha=0.2, scrub_gamma=0.8, scrub_temperature=2.0, scrub_max_epochs=2)
+    data = _run_data(xf, yf, steps_per_retain_epoch=1)
+    step, optimizer = _step("scrub", model, data, xr, yr, **settings)
+    # call 1: student = teacher, so both KL gradients vanish and only gamma * CE(retain) moves it
+    gw_r, gb_r = _ce_grad(W0, b0, xr, yr)
+    np.testing.assert_allclose(model.weight.detach().numpy(), W0 - 0.1 * 0.8 * gw_r, atol=1e-12)
+    np.testing.assert_allclose(model.bias.detach().numpy(), b0 - 0.1 * 0.8 * gb_r, atol=1e-12)
+
+    def expected_min_step(W, b):
+        gw, gb = _ce_grad(W, b, xr, yr)
+        kw, kb = _kl_grad(W, b, W0, b0, xr, 2.0)
+        return W - 0.1 * (0.8 * gw + 0.2 * kw), b - 0.1 * (0.8 * gb + 0.2 * kb)
+
+    # call 2 opens retain epoch 1 < scrub_max_epochs: an ascent step on the KL over G, then a min step
+    W1, b1 = _params(model)
+    kw, kb = _kl_grad(W1, b1, W0, b0, xf, 2.0)
+    W2, b2 = expected_min_step(W1 + 0.1 * kw, b1 + 0.1 * kb)
+    step(optimizer, xr, yr, None)
+    np.testing.assert_allclose(model.weight.detach().numpy(), W2, atol=1e-12)
+    np.testing.assert_allclose(model.bias.detach().numpy(), b2, atol=1e-12)
+    # call 3 opens epoch 2: min step only
+    W3, b3 = expected_min_step(W2, b2)
+    step(optimizer, xr, yr, None)
+    np.testing.assert_allclose(model.weight.detach().numpy(), W3, atol=1e-12)
+    np.testing.assert_allclose(model.bias.detach().numpy(), b3, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["neggrad_plus", "scrub", "random_label", "salun"])
+def test_methods_that_use_the_forget_group_run_whole_runs(dataset, method):
+    model = _model(dataset)
+    result = unlearn(
+        model,
+        dataset,
+        np.arange(10),
+        _recipe(method, k_max=6, eval_every=3),
+        seed=0,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+    )
+    assert list(result["curve"]["step"]) == [0, 3, 6]
+    assert np.isfinite(result["curve"]["forget_loss"]).all()
+    assert any(
+        (a != b).any() for a, b in zip(model.state_dict().values(), _model(dataset).state_dict().values())
+    )

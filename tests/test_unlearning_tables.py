@@ -171,16 +171,30 @@ def test_theory_fit_is_none_without_two_measured_runs():
     assert theory_fit(runs, "finetune") is None
 
 
-def test_per_example_epsilon_refuses_models_evaluated_on_other_examples():
-    from perinstance.steps import _mean_epsilon
+def test_challenge_columns_need_enough_models_and_the_same_examples():
+    from perinstance.steps import MIN_MODELS_FOR_CHALLENGE, challenge_columns
 
-    def model(index):
-        return {"forget_index": np.asarray(index), "forget_phi": np.zeros(len(index))}
+    def model(index, accuracy=1.0, phi=0.0):
+        return {
+            "forget_index": np.asarray(index),
+            "forget_phi": np.full(len(index), phi),
+            "forget_correct": np.ones(len(index), bool),
+            "retain_accuracy": np.float64(accuracy),
+            "test_correct": np.ones(4, bool),
+        }
 
-    finals = [model([1, 2, 3]), model([1, 2, 3])]
-    assert np.isfinite(_mean_epsilon(finals, [model([1, 2, 3])] * 8))
+    n = MIN_MODELS_FOR_CHALLENGE
+    # the same spread of phi on both sides: no test tells them apart, every example scores 1 point
+    finals = [model([1, 2, 3], phi=k) for k in range(n)]
+    oracles = [model([1, 2, 3], phi=k) for k in range(n)]
+    same = challenge_columns(finals, oracles)
+    assert same == {"challenge_epsilon_mean": 0.0, "challenge_forget_score": 1.0, "challenge_score": 1.0}
+    # the utility scaling: a retain accuracy half the oracles' halves the score
+    halved = challenge_columns([model([1, 2, 3], 0.5, phi=k) for k in range(n)], oracles)
+    assert halved["challenge_score"] == pytest.approx(0.5)
+    assert all(np.isnan(v) for v in challenge_columns(finals[:-1], oracles).values())
     with pytest.raises(ValueError, match="different forget examples or orders"):
-        _mean_epsilon(finals, [model([1, 2, 3])] * 7 + [model([3, 2, 1])])
+        challenge_columns(finals, oracles[:-1] + [model([3, 2, 1])])
 
 
 def test_oracle_evaluations_are_grouped_by_their_own_fields(tmp_path):
@@ -195,3 +209,52 @@ def test_oracle_evaluations_are_grouped_by_their_own_fields(tmp_path):
     missing = r"unnamed\.npz: missing array\(s\) 'score', 'group', 'replicate'"
     with pytest.raises(io.CorruptArtefact, match=missing):
         load_oracle_evaluations([unnamed])
+
+
+def test_steps_table_tow_by_hand(tmp_path, config):
+    """ToW of a run = prod over forget / retain / test of 1 - |accuracy - the oracles' mean accuracy|."""
+    from perinstance.steps import steps_table
+
+    index = [7, 3]
+    oracles = []
+    for r, (forget, retain, test) in enumerate([([0, 0], 0.9, [1, 1, 0, 0]), ([1, 0], 0.7, [1, 1, 1, 0])]):
+        oracles.append(
+            io.save_npz(
+                tmp_path / f"oracle{r}.npz",
+                forget_index=np.asarray(index),
+                forget_losses=np.ones(2),
+                forget_phi=np.zeros(2),
+                forget_correct=np.asarray(forget, bool),
+                retain_accuracy=np.float64(retain),
+                test_losses=np.ones(4),
+                test_correct=np.asarray(test, bool),
+                score=np.array("privacy_loss"),
+                group=np.array("high"),
+                replicate=np.int64(r),
+            )
+        )
+    curve = pd.DataFrame({"step": [0, 10, 20], "forget_loss": [3.0, 1.0, 1.0]}).assign(
+        method="finetune", score="privacy_loss", group="high", seed=0, original_seed=0
+    )
+    curve_path = io.save_table(curve, tmp_path / "curve.csv")
+    final = io.save_npz(
+        tmp_path / "final.npz",
+        forget_index=np.asarray(index),
+        forget_losses=np.ones(2),
+        forget_phi=np.zeros(2),
+        forget_correct=np.array([True, True]),
+        retain_accuracy=np.float64(0.6),
+        test_losses=np.ones(4),
+        test_correct=np.array([True, False, False, False]),
+        steps_run=np.int64(20),
+    )
+    groups = pd.DataFrame({"score": "privacy_loss", "group": "high", "index": index, "ranks": "0-2"})
+    scores = _scores([3, 7]).assign(privacy_loss=1.0)
+    tables = steps_table(config, [(curve_path, final)], oracles, scores, groups)
+    row = tables["steps"].iloc[0]
+    # oracle means: forget 0.25, retain 0.8, test 0.625; the run: 1.0, 0.6, 0.25
+    assert row["forget_accuracy_oracles"] == 0.25 and row["retain_accuracy_oracles"] == pytest.approx(0.8)
+    assert row["tow"] == pytest.approx((1 - 0.75) * (1 - 0.2) * (1 - 0.375))
+    summary = tables["summary"].iloc[0]
+    assert summary["tow_mean"] == pytest.approx(row["tow"]) and np.isnan(summary["tow_sd"])
+    assert np.isnan(summary["challenge_score"])  # 2 oracles and 1 run: too few models

@@ -32,6 +32,7 @@ TEST_FIGURES = (
     "F6_loss_barriers",
     "F7_robustness",
     "F8_difficulty",
+    "F9_methods",
 )
 
 
@@ -66,7 +67,7 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path, models_per_job):
     jobs = {k: str(v) for k, v in _job_counts(result.stdout).items()}
     one = models_per_job == "one"
     assert jobs["train"] == "3" and jobs["grad_norms"] == "3" and jobs["holdout"] == ("8" if one else "1")
-    assert jobs["figure"] == "8"  # F0-F5, F7, F8 (F6 has its own rule)
+    assert jobs["figure"] == "9"  # F0-F5, F7-F9 (F6 has its own rule)
     # one per privacy-loss group (low, mid, high, top1-top7) and per random group
     assert jobs["spawned_oracle"] == jobs["barrier"] == "11"
     for single in (
@@ -85,8 +86,8 @@ def test_dry_run_lists_one_train_job_per_seed(tmp_path, models_per_job):
         assert jobs[single] == "1", single
     # 15 groups (low, mid, high, top1-top7; 4 proxies' high; 1 random) x 3 oracles, 3 per job or 1
     assert jobs["oracle"] == ("45" if one else "15")
-    # (10 privacy groups x 3 methods + 5 comparison groups x finetune) x 2 runs, 2 per job or 1
-    assert jobs["unlearn"] == ("70" if one else "35")
+    # (10 privacy groups x 7 methods + 5 comparison groups x finetune) x 2 runs, 2 per job or 1
+    assert jobs["unlearn"] == ("150" if one else "75")
 
 
 def test_committed_figures_without_results_rerun_the_experiment(tmp_path):
@@ -99,7 +100,7 @@ def test_committed_figures_without_results_rerun_the_experiment(tmp_path):
     result = snakemake("-n", "--configfile", str(REPO / "config.yaml"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     jobs = _job_counts(result.stdout)
-    assert jobs["train"] == 3 and jobs["figure"] == 8 and jobs["oracle"] == 15 and jobs["claims"] == 1
+    assert jobs["train"] == 3 and jobs["figure"] == 9 and jobs["oracle"] == 15 and jobs["claims"] == 1
 
 
 def _job_counts(stdout: str) -> dict[str, int]:
@@ -185,9 +186,13 @@ def test_tiny_workflow_end_to_end(tiny_run):
     for column in ("el2n", "forgetting_events", "learning_speed", "cscore_holdout"):
         assert column in scores, column
     steps = io.load_table(tmp_path / "results/test/steps.csv")
-    # test.yaml: low, high, top1 x (finetune, sgld) + el2n-high x finetune, one seed each
-    assert len(steps) == 7 and set(steps["method"]) == {"finetune", "sgld"}
+    # test.yaml: low, high, top1 x every method + el2n-high x finetune, one seed each
+    methods = ["finetune", "sgld", "l1sparse", "neggrad_plus", "scrub", "random_label", "salun"]
+    assert len(steps) == 3 * 7 + 1 and set(steps["method"]) == set(methods)
     assert steps["steps"].between(0, 40).all() and steps["censored"].isin([True, False]).all()
+    assert steps["tow"].between(0, 1).all() and steps["retain_accuracy"].between(0, 1).all()
+    f9 = io.load_table(figure_dir / "F9_methods.csv")
+    assert sorted(f9["method"]) == sorted(methods) and (f9["tow_runs"] == 1).all()
     barriers = io.load_table(tmp_path / "results/test/barriers/barriers.csv")
     assert (
         set(barriers["pair"]) == {"unlearned_finetune", "spawned_oracle"} and (barriers["barrier"] >= 0).all()

@@ -1,4 +1,5 @@
-"""Steps-to-unlearn criterion, attack metrics and per-example epsilon (pure numpy / pandas).
+"""Steps-to-unlearn criterion and attack metrics (pure numpy / pandas); the community's metrics
+(ToW, the challenge's per-example epsilon) are in community_metrics.
 
 The criterion is this project's choice (the paper does not pin one down): a forget group G counts as
 unlearned at evaluation step k when the unlearned model's mean loss on G lies inside the band of R
@@ -158,54 +159,3 @@ def forget_accuracy_gap(unlearned_accuracy: float, oracle_accuracies: Sequence[f
     if oracles.size == 0:
         raise ValueError("need at least one oracle accuracy")
     return float(unlearned_accuracy) - float(oracles.mean())
-
-
-def per_example_epsilon(
-    unlearned_phi: np.ndarray, oracle_phi: np.ndarray, *, delta: float = 0.0
-) -> np.ndarray:
-    """Per-example epsilon from the phi of K unlearned models [K, m] against R oracles [R, m].
-
-    The NeurIPS 2023 machine-unlearning-challenge idea: an (epsilon, delta) guarantee bounds every test
-    of "unlearned vs oracle" by FPR + e^eps FNR >= 1 - delta and FNR + e^eps FPR >= 1 - delta. For each
-    example every threshold on phi, in both directions, is such a test; its empirical rates give
-    eps >= max(log((1 - delta - FPR) / FNR), log((1 - delta - FNR) / FPR)), and the estimate is the
-    largest bound over thresholds (0 when none is positive). Zero rates are clamped to 1/(2R) for FPR
-    (measured on the oracles) and 1/(2K) for FNR (on the unlearned models).
-
-    With tens of models this is a coarse plug-in estimate, not a confidence bound: rates move in steps
-    of 1/R and 1/K, and a perfectly separable example hits the cap max(log((1 - delta - 1/(2R)) 2K),
-    log((1 - delta - 1/(2K)) 2R)) (log(2K - 1) for K = R, delta = 0), so values near the cap mean "at
-    least this distinguishable". The maximum over thresholds is
-    also biased upwards: two identically distributed samples of 8-64 models give a median near 1.4-1.8
-    (an extreme threshold with one side's two or three top values is common by chance). Read the values
-    against that null floor, e.g. the same estimator on two disjoint halves of R >= 16 oracles.
-    """
-    u = np.asarray(unlearned_phi, dtype=np.float64)
-    o = np.asarray(oracle_phi, dtype=np.float64)
-    if u.ndim != 2 or o.ndim != 2 or u.shape[1] != o.shape[1]:
-        raise ValueError(f"expected [K, m] and [R, m] arrays, got {u.shape} and {o.shape}")
-    n_unlearned, n_oracles = u.shape[0], o.shape[0]
-    if n_oracles < 8 or n_unlearned < 2:
-        raise ValueError(
-            f"per-example epsilon needs R >= 8 oracles and K >= 2 unlearned models, got R={n_oracles}, "
-            f"K={n_unlearned} (config keys oracles.count, unlearning.seeds)"
-        )
-    if not 0 <= delta < 1:
-        raise ValueError(f"delta must lie in [0, 1), got {delta}")
-    if not (np.all(np.isfinite(u)) and np.all(np.isfinite(o))):
-        raise ValueError("phi values must be finite")
-    # every pooled value as a threshold plus +inf realises every distinct split of the two samples
-    thresholds = np.concatenate([u, o, np.full((1, u.shape[1]), np.inf)])[:, None, :]
-    fpr = (o[None] >= thresholds).mean(axis=1)  # oracle called "unlearned"
-    fnr = (u[None] < thresholds).mean(axis=1)  # unlearned model called "oracle"
-    eps = np.zeros(u.shape[1])
-    # the reverse test (phi below the threshold) has rates 1 - FPR and 1 - FNR
-    for a, b in ((fpr, fnr), (1 - fpr, 1 - fnr)):
-        a = np.maximum(a, 1.0 / (2 * n_oracles))
-        b = np.maximum(b, 1.0 / (2 * n_unlearned))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            bounds = np.maximum(
-                np.log(np.maximum(1 - delta - a, 0) / b), np.log(np.maximum(1 - delta - b, 0) / a)
-            )
-        eps = np.maximum(eps, bounds.max(axis=0))
-    return eps

@@ -95,15 +95,18 @@ def save_evaluation(
     device,
     **fields: np.ndarray,
 ) -> Path:
-    """Evaluate `model` on the forget group (`rows` of dataset.train) and the full test split; write an npz.
+    """Evaluate `model` on the forget group (`rows` of dataset.train), the retain set (every other
+    training example) and the full test split; write an npz.
 
     The file holds `forget_index` (the group's dataset indices), the per-example
-    `forget_losses`, `forget_phi`, `forget_correct` in that order, and `test_losses`, `test_correct`;
-    then `fields`, what the file says about itself (an oracle's score, group and replicate, the steps
-    an unlearning run took).
+    `forget_losses`, `forget_phi`, `forget_correct` in that order, `retain_accuracy` (a scalar) and
+    `test_losses`, `test_correct`; then `fields`, what the file says about itself (an oracle's
+    score, group and replicate, the steps an unlearning run took).
     """
     forget = rows_subset(dataset.train, rows)
+    retain = rows_subset(dataset.train, np.setdiff1d(np.arange(len(dataset.train)), rows))
     f = split_metrics(model, forget, batch_size, device)
+    r = split_metrics(model, retain, batch_size, device)
     t = split_metrics(model, dataset.test, batch_size, device)
     return io.save_npz(
         path,
@@ -111,6 +114,7 @@ def save_evaluation(
         forget_losses=f["losses"],
         forget_phi=f["phi"],
         forget_correct=f["correct"],
+        retain_accuracy=np.float64(r["correct"].mean()),
         test_losses=t["losses"],
         test_correct=t["correct"],
         **fields,

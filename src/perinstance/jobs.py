@@ -664,6 +664,22 @@ def figure_difficulty(config, job):
     )
 
 
+@job(inputs=["unlearning_examples", "difficulty_correlations", "steps"], outputs=["png"])
+def figure_methods(config, job):
+    """F9: per-example unlearning difficulty against P(x, 4 alpha) for every unlearning method, with ToW."""
+    from . import io
+    from .unlearning_figures import plot_methods
+
+    return plot_methods(
+        io.load_table(job.input.unlearning_examples),
+        io.load_table(job.input.difficulty_correlations),
+        io.load_table(job.input.steps),
+        job.output.png,
+        metric=f"mean_gap_{max(job.settings.unlearning.gap_budgets)}",
+        title=job.settings.experiment,
+    )
+
+
 @job(inputs=["barrier_paths+", "scores"], outputs=["png", "barrier_examples"])
 def figure_barriers(config, job):
     """F6: loss barriers per group and barrier height against privacy loss; the per-example barrier table."""

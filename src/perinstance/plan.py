@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 # the unlearning methods (unlearning.METHODS implements them; a test keeps the two and the schema equal)
-UNLEARNING_METHODS = ("finetune", "sgld", "l1sparse")
+UNLEARNING_METHODS = ("finetune", "sgld", "l1sparse", "neggrad_plus", "scrub", "random_label", "salun")
 PRIVACY_SCORE = "privacy_loss"
 RANDOM_SCORE = "random"
 # seeds of retrained models, offset so they never coincide with the original models' seeds

@@ -235,6 +235,12 @@ class UnlearningSettings(_Section):
     batch_size: int | None
     sgld_beta: float
     l1_gamma: float
+    neggrad_alpha: float
+    scrub_alpha: float
+    scrub_gamma: float
+    scrub_temperature: float
+    scrub_max_epochs: int
+    salun_fraction: float
     k_max: int
     eval_every: int
     eval_retain_size: int | None

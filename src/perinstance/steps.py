@@ -15,22 +15,35 @@ import numpy as np
 import pandas as pd
 
 from . import io
+from .community_metrics import challenge_epsilons, challenge_forget_score, challenge_score, tug_of_war
 from .difficulty import difficulty_correlations, first_passage, gap_statistics, kaplan_meier, oracle_reference
 from .evaluation import (
     forget_accuracy_gap,
     mia_auc_gap,
     oracle_band,
-    per_example_epsilon,
     steps_to_unlearn,
     summarise_steps,
 )
 from .theory import fit_log_trend_censored
 
-# per-example epsilon needs enough oracles for its threshold test to mean anything
-MIN_ORACLES_FOR_EPSILON = 8
+# the challenge's per-example epsilon needs enough models per side for its threshold tests to mean
+# anything (the challenge used 512; with 8 the rates move in steps of 1/8)
+MIN_MODELS_FOR_CHALLENGE = 8
+CHALLENGE_COLUMNS = ("challenge_epsilon_mean", "challenge_forget_score", "challenge_score")
 
 
 ORACLE_FIELDS = ("score", "group", "replicate")
+# what an evaluation (oracle or unlearned model) needs for the accuracy gaps and ToW
+ACCURACY_FIELDS = ("forget_correct", "retain_accuracy", "test_correct")
+
+
+def accuracies(evaluation: dict[str, np.ndarray]) -> dict[str, float]:
+    """Forget, retain and test accuracy of one evaluation file (inference.save_evaluation)."""
+    return {
+        "forget": float(evaluation["forget_correct"].mean()),
+        "retain": float(evaluation["retain_accuracy"]),
+        "test": float(evaluation["test_correct"].mean()),
+    }
 
 
 def load_oracle_evaluations(
@@ -70,7 +83,7 @@ def steps_table(
     """
     bands = config["oracles"]
     k_max = config["unlearning"]["k_max"]
-    oracles = load_oracle_evaluations(oracle_evals)
+    oracles = load_oracle_evaluations(oracle_evals, required=ACCURACY_FIELDS)
     group_privacy = (
         groups.merge(scores[["index", "privacy_loss", "privacy_loss_4alpha"]], on="index")
         .groupby(["score", "group"])
@@ -99,8 +112,10 @@ def steps_table(
                 k_max  # a run stopped before k_max without meeting the criterion is censored at k_max
             )
         curves.append(curve.assign(band_center=band[0], band_half_width=band[1]))
-        final = io.load_npz(final_path)
+        final = io.load_npz(final_path, required=ACCURACY_FIELDS)
         finals.setdefault((score, group, method), []).append(final)
+        unlearned = accuracies(final)
+        retrained = {k: float(np.mean([accuracies(e)[k] for e in evals])) for k in unlearned}
         mia = mia_auc_gap(
             final["forget_losses"],
             final["test_losses"],
@@ -119,8 +134,11 @@ def steps_table(
                 "k_max": k_max,
                 "steps_run": int(final["steps_run"]),
                 "forget_accuracy_gap": forget_accuracy_gap(
-                    float(final["forget_correct"].mean()), [float(e["forget_correct"].mean()) for e in evals]
+                    unlearned["forget"], [accuracies(e)["forget"] for e in evals]
                 ),
+                **{f"{split}_accuracy": value for split, value in unlearned.items()},
+                **{f"{split}_accuracy_oracles": value for split, value in retrained.items()},
+                "tow": tug_of_war(unlearned, retrained),
                 "mia_auc": mia["auc_unlearned"],
                 "mia_auc_oracles": mia["auc_oracle"],
                 "mia_auc_gap": mia["gap"],
@@ -130,28 +148,58 @@ def steps_table(
         raise ValueError("no unlearning runs to summarise")
     steps = pd.DataFrame(rows).merge(group_privacy, on=["score", "group"], how="left")
     summary = summarise_steps(steps).merge(group_privacy, on=["score", "group"], how="left")
-    summary["epsilon_mean"] = [
-        _mean_epsilon(finals[(r.score, r.group, r.method)], oracles[(r.score, r.group)])
-        for r in summary.itertuples()
-    ]
+    tow = (
+        steps.groupby(["score", "group", "method"])["tow"]
+        .agg(tow_mean="mean", tow_sd=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan)
+        .reset_index()
+    )
+    summary = summary.merge(tow, on=["score", "group", "method"], how="left")
+    challenge = pd.DataFrame(
+        [
+            challenge_columns(finals[(r.score, r.group, r.method)], oracles[(r.score, r.group)])
+            for r in summary.itertuples()
+        ],
+        columns=list(CHALLENGE_COLUMNS),
+        index=summary.index,
+    )
+    summary = pd.concat([summary, challenge], axis=1)
     return {"steps": steps, "summary": summary, "curves": pd.concat(curves, ignore_index=True)}
 
 
-def _mean_epsilon(finals: list[dict[str, np.ndarray]], oracles: list[dict[str, np.ndarray]]) -> float:
-    """Mean per-example epsilon over the group, when there are enough models to estimate it."""
-    if len(oracles) < MIN_ORACLES_FOR_EPSILON or len(finals) < 2:
-        return float("nan")
+def challenge_columns(
+    finals: list[dict[str, np.ndarray]], oracles: list[dict[str, np.ndarray]]
+) -> dict[str, float]:
+    """The NeurIPS 2023 challenge's numbers for one (group, method): the mean per-example epsilon,
+    the forget score and the final score (community_metrics), from the forget-example phi of the
+    unlearned models against the oracles and their retain and test accuracies; NaN with fewer than
+    MIN_MODELS_FOR_CHALLENGE models on either side."""
+    if len(oracles) < MIN_MODELS_FOR_CHALLENGE or len(finals) < MIN_MODELS_FOR_CHALLENGE:
+        return dict.fromkeys(CHALLENGE_COLUMNS, float("nan"))
     # phi arrays are stacked column by column: every model must list the same examples in the same order
     reference = finals[0]["forget_index"]
     if not all(np.array_equal(m["forget_index"], reference) for m in [*finals, *oracles]):
         raise ValueError("unlearned and oracle models were evaluated on different forget examples or orders")
-    return float(
-        np.mean(
-            per_example_epsilon(
-                np.stack([f["forget_phi"] for f in finals]), np.stack([o["forget_phi"] for o in oracles])
-            )
-        )
+    epsilons = challenge_epsilons(
+        np.stack([f["forget_phi"] for f in finals]), np.stack([o["forget_phi"] for o in oracles])
     )
+    forget_score = challenge_forget_score(epsilons, n_unlearned=len(finals))
+    unlearned = [accuracies(f) for f in finals]
+    retrained = [accuracies(o) for o in oracles]
+
+    def mean(rows, split):
+        return float(np.mean([r[split] for r in rows]))
+
+    return {
+        "challenge_epsilon_mean": float(np.mean(epsilons)),
+        "challenge_forget_score": forget_score,
+        "challenge_score": challenge_score(
+            forget_score,
+            retain_unlearned=mean(unlearned, "retain"),
+            retain_retrained=mean(retrained, "retain"),
+            test_unlearned=mean(unlearned, "test"),
+            test_retrained=mean(retrained, "test"),
+        ),
+    }
 
 
 def theory_fit(

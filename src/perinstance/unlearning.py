@@ -1,17 +1,21 @@
-"""Unlearning runs: fine-tuning, SGLD and L1-sparse fine-tuning on the retain set D minus G.
+"""Unlearning runs: fine-tuning, SGLD, L1-sparse, NegGrad+, SCRUB, random-label and SalUn.
 
-Each method is one function that takes one step on a batch of the retain set, registered in
-METHODS under its config name (unlearning.methods; plan.UNLEARNING_METHODS and the config schema
-list the same names). Each run starts from an original model, takes such steps, and is
-evaluated every `eval_every` steps (step 0 included) on the forget group G, a fixed subset of the
-retain set and the test split. With an oracle band given, a run may stop once the forget loss has
-held inside the band for the required number of consecutive evaluations (plus a margin), which
-keeps already-unlearned groups cheap; the curve then ends there. The loss-barrier endpoint is the
+Each method is one function, registered in METHODS under its config name (unlearning.methods;
+plan.UNLEARNING_METHODS and the config schema list the same names), that prepares a run (SCRUB's
+teacher, SalUn's saliency mask) and returns its step: one update per batch of the retain set
+D minus G, which may also use batches of G (NegGrad+, SCRUB, random-label, SalUn). Steps-to-unlearn
+counts these steps for every method, under the same oracle criterion. Each run starts from an
+original model, takes such steps, and is evaluated every `eval_every` steps (step 0 included)
+on the forget group G, a fixed subset of the retain set and the test split. With an oracle band
+given, a run may stop once the forget loss has held inside the band for the required number of
+consecutive evaluations (plus a margin), which keeps already-unlearned groups cheap; the curve
+then ends there. The loss-barrier endpoint is the
 model after exactly `barrier.unlearning_steps` steps of every run, stopped early or not (see `unlearn`).
 """
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,7 +35,17 @@ from .groups import forget_rows
 from .inference import load_model, resolve_device, rows_subset, save_evaluation, split_metrics
 from .optim import SGD
 from .plan import original_seed
-from .training import epoch_batches, langevin_noise_, run_weights
+from .training import epoch_batches, langevin_noise_, run_weights, steps_per_epoch
+
+# the config keys unlearning.<key> that only some methods read (UnlearningRecipe's last fields)
+METHOD_SETTINGS = (
+    "neggrad_alpha",
+    "scrub_alpha",
+    "scrub_gamma",
+    "scrub_temperature",
+    "scrub_max_epochs",
+    "salun_fraction",
+)
 
 
 @dataclass(frozen=True)
@@ -47,6 +61,13 @@ class UnlearningRecipe:
     l1_gamma: float
     k_max: int
     eval_every: int
+    # the methods' own settings; the defaults are the config schema's (unlearning.<key>)
+    neggrad_alpha: float = 0.99
+    scrub_alpha: float = 0.001
+    scrub_gamma: float = 0.99
+    scrub_temperature: float = 4.0
+    scrub_max_epochs: int = 2
+    salun_fraction: float = 0.5
 
     @classmethod
     def from_config(cls, config: dict[str, Any], method: str) -> UnlearningRecipe:
@@ -71,6 +92,7 @@ class UnlearningRecipe:
             l1_gamma=spec["l1_gamma"],
             k_max=spec["k_max"],
             eval_every=spec["eval_every"],
+            **{key: spec[key] for key in METHOD_SETTINGS},
         )
 
 
@@ -78,45 +100,199 @@ class UnlearningRecipe:
 
 
 class UnlearningStep(Protocol):
-    """One unlearning step on a retain-set batch (xb, yb): update `model` in place through `optimizer`
-    (plain SGD with the recipe's lr, momentum and weight decay); `noise` is the run's noise stream."""
+    """One unlearning step on a retain-set batch (xb, yb): update the run's model in place through
+    `optimizer` (plain SGD with the recipe's lr, momentum and weight decay); `noise` is the run's
+    noise stream. Steps-to-unlearn counts these calls, whatever a method does inside one."""
 
     def __call__(
-        self,
-        model: torch.nn.Module,
-        optimizer: SGD,
-        xb: torch.Tensor,
-        yb: torch.Tensor,
-        recipe: UnlearningRecipe,
-        noise: torch.Generator,
+        self, optimizer: SGD, xb: torch.Tensor, yb: torch.Tensor, noise: torch.Generator
     ) -> None: ...
 
 
-def _descend(optimizer: SGD, loss: torch.Tensor) -> None:
+class UnlearningMethod(Protocol):
+    """Prepares one run of a method: gets the original model (already on the run's device), the
+    forget group's batch stream and the recipe; returns the run's step."""
+
+    def __call__(self, model: torch.nn.Module, data: RunData, recipe: UnlearningRecipe) -> UnlearningStep: ...
+
+
+class RunData:
+    """What a method sees of its run's data: the retain epoch's length in steps, and the forget
+    group G (forget_x, forget_y on the run's device) in batches of recipe.batch_size examples (all
+    of G when smaller), each pass over G in a fresh order drawn from a generator of its own, so a
+    run's retain-batch stream is the same whichever method runs. `forget_random_y` holds one random
+    label per example, drawn once per run uniformly from all classes, as the random-label
+    implementations of SalUn (Fan et al. 2024) and RUM do."""
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        num_classes: int,
+        batch_size: int,
+        steps_per_retain_epoch: int,
+        seed: int,
+    ):
+        self.forget_x, self.forget_y = x, y
+        self.steps_per_retain_epoch = steps_per_retain_epoch
+        self.generator = torch.Generator().manual_seed(seed)
+        self.forget_random_y = torch.randint(0, num_classes, y.shape, generator=self.generator).to(y.device)
+        self.batch_size = min(batch_size, len(y))
+        self._pending: list[torch.Tensor] = []
+
+    def forget_epoch(self) -> list[torch.Tensor]:
+        """Example positions of every batch of one pass over G."""
+        return list(torch.randperm(len(self.forget_y), generator=self.generator).split(self.batch_size))
+
+    def forget_batch(self) -> torch.Tensor:
+        """Positions of the next batch, passing over G again when the current pass is used up."""
+        if not self._pending:
+            self._pending = self.forget_epoch()
+        return self._pending.pop(0)
+
+
+def _descend(optimizer: SGD, loss: torch.Tensor, mask: list[tuple[torch.Tensor, torch.Tensor]] = ()) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    for p, keep in mask:  # SalUn: only the salient weights move (weight decay still acts on all)
+        if p.grad is not None:
+            p.grad.mul_(keep)
     optimizer.step()
 
 
-def finetune(model, optimizer, xb, yb, recipe, noise) -> None:
+def finetune(model, data, recipe) -> UnlearningStep:
     """Fine-tuning: an SGD step on the retain-set cross-entropy."""
-    _descend(optimizer, F.cross_entropy(model(xb), yb))
+
+    def step(optimizer, xb, yb, noise):
+        _descend(optimizer, F.cross_entropy(model(xb), yb))
+
+    return step
 
 
-def sgld(model, optimizer, xb, yb, recipe, noise) -> None:
+def sgld(model, data, recipe) -> UnlearningStep:
     """SGLD: the fine-tuning step, then N(0, 2 lr / beta) noise on every parameter (unlearning.sgld_beta)."""
-    finetune(model, optimizer, xb, yb, recipe, noise)
-    langevin_noise_(model, lr=recipe.lr, beta=recipe.sgld_beta, generator=noise)
+
+    def step(optimizer, xb, yb, noise):
+        _descend(optimizer, F.cross_entropy(model(xb), yb))
+        langevin_noise_(model, lr=recipe.lr, beta=recipe.sgld_beta, generator=noise)
+
+    return step
 
 
-def l1sparse(model, optimizer, xb, yb, recipe, noise) -> None:
-    """L1-sparse fine-tuning: an SGD step on the cross-entropy plus gamma ||theta||_1
-    (unlearning.l1_gamma)."""
-    loss = F.cross_entropy(model(xb), yb) + recipe.l1_gamma * sum(p.abs().sum() for p in model.parameters())
-    _descend(optimizer, loss)
+def l1sparse(model, data, recipe) -> UnlearningStep:
+    """L1-sparse fine-tuning (Jia et al. 2023): an SGD step on the cross-entropy plus
+    gamma ||theta||_1 (unlearning.l1_gamma)."""
+
+    def step(optimizer, xb, yb, noise):
+        penalty = sum(p.abs().sum() for p in model.parameters())
+        _descend(optimizer, F.cross_entropy(model(xb), yb) + recipe.l1_gamma * penalty)
+
+    return step
 
 
-METHODS: dict[str, UnlearningStep] = {"finetune": finetune, "sgld": sgld, "l1sparse": l1sparse}
+def neggrad_plus(model, data, recipe) -> UnlearningStep:
+    """NegGrad+ (Kurmanji et al. 2023; RUM's `NG`): descent on the retain batch and ascent on a forget
+    batch, alpha * CE(retain) - (1 - alpha) * CE(forget) with alpha = unlearning.neggrad_alpha."""
+    alpha = recipe.neggrad_alpha
+
+    def step(optimizer, xb, yb, noise):
+        rows = data.forget_batch()
+        ascent = F.cross_entropy(model(data.forget_x[rows]), data.forget_y[rows])
+        _descend(optimizer, alpha * F.cross_entropy(model(xb), yb) - (1 - alpha) * ascent)
+
+    return step
+
+
+def _distill_kl(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """SCRUB's distillation loss: T^2 KL(softmax(teacher / T) || softmax(student / T)), batch mean."""
+    log_student = F.log_softmax(student_logits / temperature, dim=1)
+    log_teacher = F.log_softmax(teacher_logits / temperature, dim=1)
+    kl = F.kl_div(log_student, log_teacher, log_target=True, reduction="batchmean")
+    return kl * temperature**2
+
+
+def scrub(model, data, recipe) -> UnlearningStep:
+    """SCRUB (Kurmanji et al. 2023): the original model is a frozen teacher; the student (the run's
+    model) alternates max steps, which push its outputs on G away from the teacher's (ascent on the
+    distillation KL), and min steps on the retain batch, gamma CE + alpha KL(teacher || student)
+    (unlearning.scrub_gamma, scrub_alpha, temperature scrub_temperature). As in SCRUB, the max
+    phase runs only in the first unlearning.scrub_max_epochs epochs: a pass of max steps over G
+    before the first step of each of those retain epochs (inside that step, so steps-to-unlearn
+    counts retain batches, as for every method)."""
+    teacher = copy.deepcopy(model).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    temperature = recipe.scrub_temperature
+    calls = 0
+
+    def step(optimizer, xb, yb, noise):
+        nonlocal calls
+        epoch, position = divmod(calls, data.steps_per_retain_epoch)
+        if position == 0 and epoch < recipe.scrub_max_epochs:
+            for rows in data.forget_epoch():
+                fx = data.forget_x[rows]
+                with torch.no_grad():
+                    target = teacher(fx)
+                _descend(optimizer, -_distill_kl(model(fx), target, temperature))
+        calls += 1
+        with torch.no_grad():
+            target = teacher(xb)
+        logits = model(xb)
+        loss = recipe.scrub_gamma * F.cross_entropy(logits, yb) + recipe.scrub_alpha * _distill_kl(
+            logits, target, temperature
+        )
+        _descend(optimizer, loss)
+
+    return step
+
+
+def _random_label_step(model, data, mask=()) -> UnlearningStep:
+    def step(optimizer, xb, yb, noise):
+        rows = data.forget_batch()
+        relabelled = F.cross_entropy(model(data.forget_x[rows]), data.forget_random_y[rows])
+        _descend(optimizer, F.cross_entropy(model(xb), yb) + relabelled, mask)
+
+    return step
+
+
+def random_label(model, data, recipe) -> UnlearningStep:
+    """Random-label unlearning (Graves et al. 2021; RUM's and SalUn's `RL`): fine-tuning on the
+    retain batch plus a forget batch under its random labels (RunData.forget_random_y),
+    CE(retain) + CE(forget, random labels)."""
+    return _random_label_step(model, data)
+
+
+def salun(model, data, recipe) -> UnlearningStep:
+    """SalUn (Fan et al. 2024): random-label unlearning restricted to the salient weights. The
+    saliency of a weight is |d CE(G) / d theta| at the original model (the summed loss over G); the
+    unlearning.salun_fraction of all weights with the largest saliency (one threshold over the
+    whole network, as SalUn's hard threshold) get their gradient, the others' is zeroed."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = [torch.zeros_like(p) for p in params]
+    for rows in data.forget_epoch():
+        loss = F.cross_entropy(model(data.forget_x[rows]), data.forget_y[rows], reduction="sum")
+        for g, d in zip(grads, torch.autograd.grad(loss, params)):
+            g.add_(d)
+    grads = [g.abs() for g in grads]
+    saliency = torch.cat([g.flatten() for g in grads])
+    keep = max(1, round(recipe.salun_fraction * saliency.numel()))
+    threshold = torch.topk(saliency, keep, sorted=True).values[-1]
+    mask = [(p, (g >= threshold).to(p.dtype)) for p, g in zip(params, grads)]
+    return _random_label_step(model, data, mask)
+
+
+METHODS: dict[str, UnlearningMethod] = {
+    "finetune": finetune,
+    "sgld": sgld,
+    "l1sparse": l1sparse,
+    "neggrad_plus": neggrad_plus,
+    "scrub": scrub,
+    "random_label": random_label,
+    "salun": salun,
+}
 
 
 # --------------------------------------------------------------------------- a run
@@ -163,7 +339,6 @@ def unlearn(
         )
     if recipe.method not in METHODS:
         raise ValueError(f"unknown unlearning method {recipe.method!r}; available: {', '.join(METHODS)}")
-    take_step = METHODS[recipe.method]
     n = len(dataset.train)
     forget_rows = np.unique(np.asarray(forget_rows, dtype=np.int64))
     if forget_rows.size == 0 or forget_rows.min() < 0 or forget_rows.max() >= n:
@@ -191,6 +366,16 @@ def unlearn(
     batch_gen = torch.Generator().manual_seed(seed)
     noise_gen = torch.Generator(device=device).manual_seed(seed + 7_919)
     retain_x, retain_y = dataset.train.x[retain_rows], dataset.train.y[retain_rows]
+    data = RunData(
+        forget.x.to(device),
+        forget.y.to(device),
+        num_classes=dataset.num_classes,
+        batch_size=recipe.batch_size,
+        steps_per_retain_epoch=steps_per_epoch(len(retain_rows), recipe.batch_size, "shuffle"),
+        seed=seed + 104_729,
+    )
+    model.train()
+    take_step = METHODS[recipe.method](model, data, recipe)
 
     curve: list[dict[str, float]] = []
     per_example: list[pd.DataFrame] = []
@@ -251,7 +436,7 @@ def unlearn(
     while not finished or (snapshot_at is not None and step < snapshot_at):
         for batch in epoch_batches(len(retain_rows), recipe.batch_size, "shuffle", batch_gen):
             xb, yb = retain_x[batch].to(device), retain_y[batch].to(device)
-            take_step(model, optimizer, xb, yb, recipe, noise_gen)
+            take_step(optimizer, xb, yb, noise_gen)
             step += 1
             bar.update(1)
             if not finished:

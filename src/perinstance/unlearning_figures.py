@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import NullFormatter
 
 from .figures import save_figure
 
@@ -44,6 +45,12 @@ def _mean_ci(
     tail = (1 - ci) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return float(values.mean()), float(low), float(high)
+
+
+def _mean_ci_line(ax: plt.Axes, x, rows: pd.DataFrame, **style) -> None:
+    """Means (`mean`) joined by a line, with their intervals (`low`, `high`) as error bars."""
+    yerr = [rows["mean"] - rows["low"], rows["high"] - rows["mean"]]
+    ax.errorbar(x, rows["mean"], yerr=yerr, fmt="o-", capsize=3, **style)
 
 
 def group_gap_table(examples: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -148,15 +155,7 @@ def plot_steps(
         ax_steps.set_title(f"{method}: first passage into the oracle band\n{CENSORED_NOTE}", fontsize=10)
         ax_steps.legend(fontsize=7, loc="upper left")
         mine = gaps[gaps["method"] == method].sort_values("privacy_loss_4alpha")
-        ax_gap.errorbar(
-            mine["privacy_loss_4alpha"],
-            mine["mean"],
-            yerr=[mine["mean"] - mine["low"], mine["high"] - mine["mean"]],
-            fmt="o-",
-            color="0.25",
-            ecolor="0.5",
-            capsize=3,
-        )
+        _mean_ci_line(ax_gap, mine["privacy_loss_4alpha"], mine, color="0.25", ecolor="0.5")
         for row in mine.itertuples():
             ax_gap.annotate(
                 f"{row.group} ({row.n_inside_at_step0} of {row.n_needed + row.n_inside_at_step0} inside "
@@ -365,10 +364,141 @@ def plot_difficulty(correlations: pd.DataFrame, png_path: str | Path, *, title: 
         ax_rho.legend(fontsize=7, loc="lower right")
         ax_diff.set_xlabel(f"ρ({reference}) − ρ(score), paired bootstrap 95% CI")
         ax_diff.set_title("claim 4: does P predict it better than the proxy? (> 0: yes)", fontsize=10)
-    fig.suptitle(
-        f"{title} F8: unlearning difficulty per example vs privacy loss and proxies "
-        "(bootstrap over unlearning seeds and examples)".strip(),
-        fontsize=11,
+    return _save_bootstrap_figure(
+        fig,
+        f"{title} F8: unlearning difficulty per example vs privacy loss and proxies",
+        correlations,
+        png_path,
     )
+
+
+def _save_bootstrap_figure(fig: plt.Figure, heading: str, table: pd.DataFrame, png_path) -> list[Path]:
+    """Title a figure of per-example bootstrap intervals, lay it out and save it with its table."""
+    fig.suptitle(f"{heading} (bootstrap over unlearning seeds and examples)".strip(), fontsize=11)
     fig.tight_layout()
-    return save_figure(fig, correlations, png_path)
+    return save_figure(fig, table, png_path)
+
+
+def methods_table(correlations: pd.DataFrame, steps: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """F9's table, one row per unlearning method: Spearman ρ(per-example difficulty `metric`,
+    P(x, 4α)) with its CI and verdict (difficulty_correlations), and the ToW of the runs on the
+    top privacy-loss group (the group of highest mean P(x, 4α)): mean, sd (ddof=1) and run count."""
+    reference = correlations[
+        (correlations["difficulty"] == metric) & (correlations["score"] == "privacy_loss_4alpha")
+    ]
+    privacy = steps[steps["score"] == "privacy_loss"]
+    top_group = privacy.groupby("group")["privacy_loss_4alpha"].mean().idxmax() if len(privacy) else None
+    rows = []
+    for method in sorted(set(steps["method"]) | set(reference["method"])):
+        rho = reference[reference["method"] == method]
+        tow = privacy.loc[(privacy["method"] == method) & (privacy["group"] == top_group), "tow"].to_numpy()
+        row = {"method": method, "difficulty": metric}
+        row.update(
+            rho.iloc[0][["rho", "rho_low", "rho_high", "rho_verdict", "n_units", "n_seeds"]].to_dict()
+            if len(rho)
+            else {
+                "rho": np.nan,
+                "rho_low": np.nan,
+                "rho_high": np.nan,
+                "rho_verdict": "no examples needed unlearning",
+            }
+        )
+        row.update(
+            top_group=top_group,
+            tow_mean=float(tow.mean()) if tow.size else np.nan,
+            tow_sd=float(tow.std(ddof=1)) if tow.size > 1 else np.nan,
+            tow_runs=int(tow.size),
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _binned_means(x: np.ndarray, y: np.ndarray, bins: int = 5) -> pd.DataFrame:
+    """Mean of y with a bootstrap CI in `bins` quantile bins of x (the bins' median x)."""
+    edges = np.unique(np.quantile(x, np.linspace(0, 1, bins + 1)))
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, len(edges) - 2)
+    rows = []
+    for b in range(len(edges) - 1):
+        inside = which == b
+        if inside.sum() == 0:
+            continue
+        mean, low, high = _mean_ci(y[inside], seed=b)
+        rows.append(
+            {"x": float(np.median(x[inside])), "mean": mean, "low": low, "high": high, "n": int(inside.sum())}
+        )
+    return pd.DataFrame(rows)
+
+
+def plot_methods(
+    examples: pd.DataFrame,
+    correlations: pd.DataFrame,
+    steps: pd.DataFrame,
+    png_path: str | Path,
+    *,
+    metric: str,
+    title: str = "",
+) -> list[Path]:
+    """F9: per-example unlearning difficulty against P(x, 4α) for every unlearning method.
+
+    One panel per method: the forget examples that needed unlearning (each averaged over its
+    unlearning seeds), in quantile bins of P(x, 4α), with the bins' mean difficulty and bootstrap CI
+    over examples; the title gives ρ with its CI and verdict and the ToW of the top privacy-loss
+    group. The last panel sets the methods' ρ side by side: for which of them does the relation hold?
+    """
+    table = methods_table(correlations, steps, metric)
+    if table.empty:
+        raise ValueError("no unlearning methods to draw")
+    sns.set_theme(style="whitegrid", context="notebook")
+    methods = list(table["method"])
+    ncols = min(4, len(methods) + 1)
+    nrows = -(-(len(methods) + 1) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.6 * nrows), squeeze=False)
+    colors = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
+    needed = examples[~examples["inside_at_step0"]]
+    per_example = (
+        needed.groupby(["method", "score", "group", "index"], sort=True)[[metric, "privacy_loss_4alpha"]]
+        .mean()
+        .reset_index()
+    )
+    for ax, row in zip(axes.flat, table.itertuples()):
+        part = per_example[(per_example["method"] == row.method) & per_example[metric].notna()]
+        if len(part):
+            ax.scatter(part["privacy_loss_4alpha"], part[metric], s=5, alpha=0.25, color=colors[row.method])
+            bins = _binned_means(part["privacy_loss_4alpha"].to_numpy(), part[metric].to_numpy())
+            _mean_ci_line(ax, bins["x"], bins, color="0.15", label="bin mean, 95% CI")
+            ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels of a narrow log range overlap
+            ax.legend(fontsize=7, loc="upper left")
+        tow = (
+            f"ToW (top group) {row.tow_mean:.3f} ± {row.tow_sd:.3f}, {row.tow_runs} runs"
+            if row.tow_runs > 1
+            else f"ToW (top group) {row.tow_mean:.3f}, {row.tow_runs} run"
+        )
+        ax.set_title(
+            f"{row.method}: ρ = {row.rho:.2f} [{row.rho_low:.2f}, {row.rho_high:.2f}]"
+            f"\n{row.rho_verdict}; {tow}",
+            fontsize=8,
+        )
+        ax.set_xlabel("P(x, 4α)")
+        ax.set_ylabel(metric.replace("_", " "))
+    forest = axes.flat[len(methods)]
+    y = np.arange(len(table))
+    forest.errorbar(
+        table["rho"],
+        y,
+        xerr=[table["rho"] - table["rho_low"], table["rho_high"] - table["rho"]],
+        fmt="none",
+        ecolor="0.4",
+        capsize=3,
+    )
+    forest.scatter(table["rho"], y, c=[colors[m] for m in methods], zorder=3)
+    forest.axvline(0, color="0.3", lw=0.8)
+    forest.set_yticks(y, [f"{m} (n = {n:.0f})" for m, n in zip(methods, table["n_units"].fillna(0))])
+    forest.invert_yaxis()
+    forest.set_xlabel("Spearman ρ(difficulty, P(x, 4α)), 95% CI")
+    forest.set_title("does P predict difficulty? (CI above 0: holds)", fontsize=9)
+    for ax in list(axes.flat)[len(methods) + 1 :]:
+        ax.set_visible(False)
+    return _save_bootstrap_figure(
+        fig, f"{title} F9: per-example unlearning difficulty vs P(x, 4α) per method", table, png_path
+    )

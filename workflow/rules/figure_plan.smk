@@ -31,6 +31,14 @@ FIGURES = {
     ),
     "F7_robustness": Figure("figure_robustness", {"robustness": PATHS.robustness}),
     "F8_difficulty": Figure("figure_difficulty", {"difficulty_correlations": PATHS.difficulty_correlations}),
+    "F9_methods": Figure(
+        "figure_methods",
+        {
+            "unlearning_examples": PATHS.unlearning_examples,
+            "difficulty_correlations": PATHS.difficulty_correlations,
+            "steps": PATHS.steps,
+        },
+    ),
 }
 
 
@@ -56,6 +64,7 @@ def figure_names():
         "F6_loss_barriers",
         "F7_robustness",
         "F8_difficulty",
+        "F9_methods",
     ]
     names += ["F2_steps_sgld"] if "sgld" in methods else []
     names += ["F3_steps_finetune"] if methods & {"finetune", "l1sparse"} else []

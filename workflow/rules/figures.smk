@@ -1,5 +1,5 @@
 rule figure:
-    """F0-F5, F7, F8: one figure, drawn by its job from the tables it reads."""
+    """F0-F5, F7-F9: one figure, drawn by its job from the tables it reads."""
     input:
         unpack(lambda wildcards: FIGURES[wildcards.figure].inputs),
     output:
