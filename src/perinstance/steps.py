@@ -46,6 +46,12 @@ def accuracies(evaluation: dict[str, np.ndarray]) -> dict[str, float]:
     }
 
 
+def mean_accuracies(evaluations: Sequence[dict[str, np.ndarray]]) -> dict[str, float]:
+    """`accuracies` averaged over several models (the oracles of a group, a method's runs)."""
+    each = [accuracies(e) for e in evaluations]
+    return {split: float(np.mean([a[split] for a in each])) for split in each[0]}
+
+
 def load_oracle_evaluations(
     paths: Sequence[str | Path], required: Sequence[str] = ()
 ) -> dict[tuple[str, str], list[dict[str, np.ndarray]]]:
@@ -94,7 +100,7 @@ def steps_table(
         )
         .reset_index()
     )
-    rows, finals, curves = [], {}, []
+    rows, finals, curves, retrained_by_group = [], {}, [], {}
     for curve_path, final_path in runs:
         curve = io.load_table(curve_path)
         method, score, group, seed = (curve[c].iloc[0] for c in ("method", "score", "group", "seed"))
@@ -115,7 +121,9 @@ def steps_table(
         final = io.load_npz(final_path, required=ACCURACY_FIELDS)
         finals.setdefault((score, group, method), []).append(final)
         unlearned = accuracies(final)
-        retrained = {k: float(np.mean([accuracies(e)[k] for e in evals])) for k in unlearned}
+        if (score, group) not in retrained_by_group:
+            retrained_by_group[score, group] = mean_accuracies(evals)
+        retrained = retrained_by_group[score, group]
         mia = mia_auc_gap(
             final["forget_losses"],
             final["test_losses"],
@@ -183,21 +191,16 @@ def challenge_columns(
         np.stack([f["forget_phi"] for f in finals]), np.stack([o["forget_phi"] for o in oracles])
     )
     forget_score = challenge_forget_score(epsilons, n_unlearned=len(finals))
-    unlearned = [accuracies(f) for f in finals]
-    retrained = [accuracies(o) for o in oracles]
-
-    def mean(rows, split):
-        return float(np.mean([r[split] for r in rows]))
-
+    unlearned, retrained = mean_accuracies(finals), mean_accuracies(oracles)
     return {
         "challenge_epsilon_mean": float(np.mean(epsilons)),
         "challenge_forget_score": forget_score,
         "challenge_score": challenge_score(
             forget_score,
-            retain_unlearned=mean(unlearned, "retain"),
-            retain_retrained=mean(retrained, "retain"),
-            test_unlearned=mean(unlearned, "test"),
-            test_retrained=mean(retrained, "test"),
+            retain_unlearned=unlearned["retain"],
+            retain_retrained=retrained["retain"],
+            test_unlearned=unlearned["test"],
+            test_retrained=retrained["test"],
         ),
     }
 
