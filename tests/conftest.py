@@ -115,7 +115,7 @@ def tiny_workflow_run(tmp_path_factory) -> dict:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the xdist_group marks
 def pytest_collection_modifyitems(config, items):
-    """Order and group the tests for `pytest -n 2 --dist loadgroup` (the Makefile's `make test`).
+    """Order and group the tests for `pytest -n 3 --dist loadgroup` (the Makefile's `make test`).
 
     Tests that share the session-scoped tiny_workflow_run run in one xdist group, so the run it
     stands for happens once, not once per worker. The long end-to-end tests (the SLURM cluster

@@ -72,7 +72,12 @@ CASES = {
     "barrier-steps-beyond-k-max": (_set("barrier.unlearning_steps", 41), "'barrier.unlearning_steps'"),
     "gap-budget-not-an-evaluation": (_set("unlearning.gap_budgets", [22]), "'unlearning.gap_budgets'"),
     "ranking-seed-not-trained": (_set("groups.ranking_seed", 7), "'groups.ranking_seed'"),
-    "barrier-method-not-run": (_set("barrier.methods", ["sgld", "l1sparse"]), "'barrier.methods'"),
+    "barrier-method-not-run": (
+        _both(
+            _set("unlearning.methods", ["finetune", "sgld"]), _set("barrier.methods", ["sgld", "l1sparse"])
+        ),
+        "'barrier.methods'",
+    ),
     "duplicate-section": (
         "experiment: test\nprivacy: {beta: 200}\nprivacy: {alpha: 4}\n",
         "line 3: duplicate key 'privacy'",

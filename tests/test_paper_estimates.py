@@ -32,8 +32,8 @@ def test_sizes_and_weights(est):
     assert 4 * model["parameters"] < model["model_file_bytes"] < 4 * model["parameters"] + 64 * 1024
     # SGD with momentum: one buffer per parameter tensor, the same size again
     assert 4 * model["parameters"] < model["optimizer_file_bytes"] < 4 * model["parameters"] + 64 * 1024
-    # groups low, high, top1 by privacy loss + el2n high; 2 oracles each; 2 methods x 3 + finetune x 1
-    assert (est["groups"], est["barrier_groups"], est["unlearning_runs"]) == (4, 3, 7)
+    # groups low, high, top1 by privacy loss + el2n high; 2 oracles each; 7 methods x 3 + finetune x 1
+    assert (est["groups"], est["barrier_groups"], est["unlearning_runs"]) == (4, 3, 22)
 
 
 def test_work_counted_by_hand(est):
@@ -57,8 +57,8 @@ def test_work_counted_by_hand(est):
     # examples (6 steps per epoch: 6 epochs + 4 steps); 9 evaluations (steps 0, 5, ..., 40) of
     # 10 + 50 + 30 examples, then the final evaluation of the group and the test split
     assert f["unlearn"]["steps_run_per_model"] == [40, 40]
-    assert f["unlearn"]["sgd_examples"] == [7 * (6 * 170 + 4 * 32)] * 2
-    assert f["unlearn"]["forward_examples"] == [7 * (9 * 90 + 10 + 60)] * 2
+    assert f["unlearn"]["sgd_examples"] == [22 * (6 * 170 + 4 * 32)] * 2
+    assert f["unlearn"]["forward_examples"] == [22 * (9 * 90 + 10 + 60)] * 2
     # barrier: 3 groups x (finetune + spawned oracle) x 5 lambdas x 10 members
     assert f["barrier"]["forward_examples"] == [3 * 2 * 5 * 10] * 2
 
@@ -83,8 +83,8 @@ def test_disk_counted_by_hand(est):
     assert cats["training_checkpoints"] == [2 * 6 * model] * 2
     assert cats["optimizer_states"] == [2 * est["model"]["optimizer_file_bytes"]] * 2  # spawn epoch 1
     assert cats["oracle_weights"] == [8 * model] * 2 and cats["spawned_oracles"] == [3 * model] * 2
-    assert cats["unlearned_final_weights"] == cats["barrier_endpoints"] == [7 * model] * 2
+    assert cats["unlearned_final_weights"] == cats["barrier_endpoints"] == [22 * model] * 2
     assert cats["grad_norm_arrays"] == [2 * 180 * (5 * 4 + 8 + 8)] * 2  # float32 norms, int64 index + label
     total = sum(v[0] for v in cats.values())
     assert d["total_all_kept"][0] == total
-    assert d["total_without"]["all_keep_models_false"][0] == total - (8 + 3 + 7 + 7) * model
+    assert d["total_without"]["all_keep_models_false"][0] == total - (8 + 3 + 22 + 22) * model

@@ -167,9 +167,9 @@ def test_tiny_workflow_end_to_end(tiny_run):
             assert (figure_dir / f"{figure}.{suffix}").stat().st_size > 0
     assert "| claim | method |" in (figure_dir / "results.md").read_text()
     examples = pd.read_parquet(tmp_path / "results/test/unlearning_examples.parquet")
-    # one row per (run, forget example): 7 runs of 10 examples;
+    # one row per (run, forget example): 22 runs of 10 examples;
     # every example that needed unlearning has its gaps
-    assert len(examples) == 70 and examples["steps"].between(0, 40).all()
+    assert len(examples) == 220 and examples["steps"].between(0, 40).all()
     needed = examples[~examples["inside_at_step0"]]
     assert needed["remaining_gap_40"].notna().all() and needed["mean_gap_40"].notna().all()
     assert examples.loc[examples["inside_at_step0"], "remaining_gap_40"].isna().all()
@@ -227,7 +227,7 @@ def test_config_change_reruns_only_what_reads_it(tiny_run):
     result = snakemake("-n", "--configfile", str(cwd / "changed.yaml"), cwd=cwd)
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = _job_counts(result.stdout)
-    assert jobs["unlearn"] == 7 and jobs["steps"] == 1
+    assert jobs["unlearn"] == 22 and jobs["steps"] == 1
     for untouched in ("train", "grad_norms", "privacy_loss", "holdout", "oracle", "groups"):
         assert untouched not in jobs, untouched
 
