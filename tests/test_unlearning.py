@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 
 import numpy as np
@@ -164,6 +165,19 @@ def test_method_registry_matches_the_config_schema():
     for key in ("methods", "proxy_methods"):
         assert list(METHODS) == unlearning[key]["items"]["enum"]
     assert all(callable(step) for step in METHODS.values())
+
+
+def test_recipe_defaults_are_the_config_schema_defaults():
+    # a recipe built directly (as in tests and user code) must unlearn as a config-built one does
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    unlearning = schema["properties"]["unlearning"]["properties"]
+    defaults = {
+        f.name: f.default
+        for f in dataclasses.fields(UnlearningRecipe)
+        if f.default is not dataclasses.MISSING
+    }
+    assert len(defaults) == 6
+    assert defaults == {key: unlearning[key]["default"] for key in defaults}
 
 
 def test_unknown_method_is_refused(dataset):
