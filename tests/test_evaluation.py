@@ -90,12 +90,14 @@ def test_summarise_keeps_censored():
             "steps": [100, 300, 2000, 0, 0, 0],
             "censored": [False, False, True, False, False, False],
             "inside_at_step0": [False] * 3 + [True] * 3,
+            "overshot": [False, False, True, False, False, False],
         }
     )
     s = summarise_steps(records).set_index("group")
     assert s.loc["high", "steps_mean"] == pytest.approx(800.0) and s.loc["high", "steps_median"] == 300
     assert s.loc["high", "n_censored"] == 1 and s.loc["high", "n_seeds"] == 3 and s.loc["high", "lower_bound"]
     assert s.loc["low", "n_censored"] == 0 and s.loc["low", "n_inside_at_step0"] == 3
+    assert s.loc["high", "n_overshot"] == 1 and s.loc["low", "n_overshot"] == 0
     with pytest.raises(ValueError, match="censored"):
         summarise_steps(records.drop(columns="censored"))
 

@@ -129,6 +129,72 @@ def test_early_stop_once_inside_the_band(dataset):
     assert result["curve"]["step"].tolist() == [0, 10, 20, 25]
 
 
+@pytest.mark.parametrize(
+    ("overshoot_evaluations", "evaluate_until", "steps_run"), [(2, 0, 10), (2, 30, 30), (None, 0, 60)]
+)
+def test_overshoot_stop_once_above_the_band(dataset, overshoot_evaluations, evaluate_until, steps_run):
+    """A band below every possible loss: the run is above it at every evaluation, so it stops (as
+    overshot) at the second evaluation, no earlier than evaluate_until; without the rule it runs on."""
+    result = unlearn(
+        _model(dataset),
+        dataset,
+        np.arange(10),
+        _recipe("random_label", k_max=60, eval_every=10),
+        seed=1,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+        band=(-10.0, 1.0),
+        consecutive=3,
+        overshoot_evaluations=overshoot_evaluations,
+        evaluate_until=evaluate_until,
+    )
+    assert result["steps_run"] == steps_run
+    assert result["overshot"] == result["stopped_early"] == (overshoot_evaluations is not None)
+    assert result["curve"]["step"].tolist() == list(range(0, steps_run + 1, 10))
+
+
+def test_overshoot_marked_when_the_budgets_already_end_the_run(dataset):
+    """evaluate_until = k_max: the rule cannot shorten the run, yet it is marked as overshot."""
+    result = unlearn(
+        _model(dataset),
+        dataset,
+        np.arange(10),
+        _recipe("random_label", k_max=30, eval_every=10),
+        seed=1,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+        band=(-10.0, 1.0),
+        overshoot_evaluations=1,
+        evaluate_until=30,
+    )
+    assert result["overshot"] and not result["stopped_early"] and result["steps_run"] == 30
+    assert result["curve"]["step"].tolist() == [0, 10, 20, 30]
+
+
+def test_overshoot_needs_consecutive_evaluations_above(dataset):
+    """Inside a band that holds every loss the run is never above it: the criterion, not the
+    overshoot rule, stops it."""
+    result = unlearn(
+        _model(dataset),
+        dataset,
+        np.arange(10),
+        _recipe("finetune", k_max=60, eval_every=10),
+        seed=1,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+        band=(0.0, 1e6),
+        consecutive=3,
+        overshoot_evaluations=1,
+    )
+    assert result["steps_run"] == 20 and result["stopped_early"] and not result["overshot"]
+
+
 def test_unlearning_is_deterministic(dataset):
     runs = []
     for _ in range(2):

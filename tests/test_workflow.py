@@ -191,8 +191,11 @@ def test_tiny_workflow_end_to_end(tiny_run):
     assert len(steps) == 3 * 7 + 1 and set(steps["method"]) == set(methods)
     assert steps["steps"].between(0, 40).all() and steps["censored"].isin([True, False]).all()
     assert steps["tow"].between(0, 1).all() and steps["retain_accuracy"].between(0, 1).all()
+    # test.yaml sets unlearning.stop_when_overshot: every run says whether the rule fired
+    assert steps["overshot"].isin([True, False]).all()
     f9 = io.load_table(figure_dir / "F9_methods.csv")
     assert sorted(f9["method"]) == sorted(methods) and (f9["tow_runs"] == 1).all()
+    assert f9["overshot_runs"].between(0, 1).all()
     barriers = io.load_table(tmp_path / "results/test/barriers/barriers.csv")
     assert (
         set(barriers["pair"]) == {"unlearned_finetune", "spawned_oracle"} and (barriers["barrier"] >= 0).all()

@@ -88,8 +88,8 @@ def summarise_steps(records: pd.DataFrame) -> pd.DataFrame:
     """Per (score, group, method) summary of one-row-per-seed results.
 
     Censored runs enter the mean and median at their k_max (their stored `steps`), so both are lower
-    bounds whenever `n_censored` > 0; they are counted, never dropped. Optional columns `step0_gap` and
-    `inside_at_step0` are carried as their mean and count.
+    bounds whenever `n_censored` > 0; they are counted, never dropped. Optional columns `step0_gap`,
+    `inside_at_step0` and `overshot` are carried as their mean and counts.
     """
     missing = {*SUMMARY_KEYS, "seed", "steps", "censored"} - set(records.columns)
     if missing:
@@ -107,9 +107,13 @@ def summarise_steps(records: pd.DataFrame) -> pd.DataFrame:
         agg["step0_gap_mean"] = ("step0_gap", "mean")
     if "inside_at_step0" in records.columns:
         agg["n_inside_at_step0"] = ("inside_at_step0", "sum")
+    if "overshot" in records.columns:
+        agg["n_overshot"] = ("overshot", "sum")
     data = records.assign(censored=records["censored"].astype(bool))
     out = data.groupby(SUMMARY_KEYS, sort=True, dropna=False).agg(**agg).reset_index()
     out["n_censored"] = out["n_censored"].astype(np.int64)
+    if "n_overshot" in out.columns:
+        out["n_overshot"] = out["n_overshot"].astype(np.int64)
     out["lower_bound"] = out["n_censored"] > 0
     return out
 

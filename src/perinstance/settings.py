@@ -247,6 +247,7 @@ class UnlearningSettings(_Section):
     eval_test_size: int | None
     stop_when_unlearned: bool
     stop_margin: int
+    stop_when_overshot: int | None
     gap_budgets: tuple[int, ...]
     seed_offset: int
 

@@ -141,6 +141,8 @@ def steps_table(
                 "n_oracles": len(evals),
                 "k_max": k_max,
                 "steps_run": int(final["steps_run"]),
+                # stopped above the band (unlearning.stop_when_overshot); hand-built curves may lack it
+                "overshot": bool(curve["overshot"].iloc[0]) if "overshot" in curve.columns else False,
                 "forget_accuracy_gap": forget_accuracy_gap(
                     unlearned["forget"], [accuracies(e)["forget"] for e in evals]
                 ),

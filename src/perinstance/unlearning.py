@@ -8,8 +8,9 @@ counts these steps for every method, under the same oracle criterion. Each run s
 original model, takes such steps, and is evaluated every `eval_every` steps (step 0 included)
 on the forget group G, a fixed subset of the retain set and the test split. With an oracle band
 given, a run may stop once the forget loss has held inside the band for the required number of
-consecutive evaluations (plus a margin), which keeps already-unlearned groups cheap; the curve
-then ends there. The loss-barrier endpoint is the
+consecutive evaluations (plus a margin), which keeps already-unlearned groups cheap, or, with
+unlearning.stop_when_overshot, once it has stayed above the band (an over-forgetting method that
+will not come back to it); the curve then ends there. The loss-barrier endpoint is the
 model after exactly `barrier.unlearning_steps` steps of every run, stopped early or not (see `unlearn`).
 """
 
@@ -312,6 +313,7 @@ def unlearn(
     band: tuple[float, float] | None = None,
     consecutive: int = 3,
     stop_margin: int = 0,
+    overshoot_evaluations: int | None = None,
     snapshot_at: int | None = None,
     evaluate_until: int = 0,
     progress: bool = True,
@@ -320,8 +322,11 @@ def unlearn(
 
     forget_rows: rows of dataset.train forming G. band: (center, half_width) of the oracle band
     on the mean forget loss; when given, stop after the loss held inside it for `consecutive`
-    evaluations and `stop_margin` more steps. Returns the curve (one row per evaluation) and the
-    per-example forget records (loss, phi, correct at every evaluation).
+    evaluations and `stop_margin` more steps. overshoot_evaluations: with a band, also stop (as
+    `overshot`, the criterion unmet) once the loss has stayed above the band's upper edge for this
+    many consecutive evaluations (`overshot`: the rule fired, even where evaluate_until or
+    k_max came first). Returns the curve (one row per evaluation) and the per-example
+    forget records (loss, phi, correct at every evaluation).
 
     evaluate_until: a run that meets the criterion earlier is still trained and evaluated up to this
     step (the per-example gap statistics at fixed budgets need every run to reach them).
@@ -379,10 +384,10 @@ def unlearn(
 
     curve: list[dict[str, float]] = []
     per_example: list[pd.DataFrame] = []
-    inside_run, stop_at = 0, None
+    inside_run, above_run, stop_at, overshot = 0, 0, None, False
 
     def evaluate(step: int) -> None:
-        nonlocal inside_run, stop_at
+        nonlocal inside_run, above_run, stop_at, overshot
         f = split_metrics(model, forget, eval_batch_size, device)
         r = split_metrics(model, retain_eval, eval_batch_size, device)
         t = split_metrics(model, test_eval, eval_batch_size, device)
@@ -409,8 +414,11 @@ def unlearn(
         )
         if band is not None and stop_at is None:
             inside_run = inside_run + 1 if abs(row["forget_loss"] - band[0]) <= band[1] else 0
+            above_run = above_run + 1 if row["forget_loss"] > band[0] + band[1] else 0
             if inside_run >= consecutive:
                 stop_at = max(step + stop_margin, evaluate_until)
+            elif overshoot_evaluations is not None and above_run >= overshoot_evaluations:
+                stop_at, overshot = max(step, evaluate_until), True
         bar.set_postfix(forget_loss=f"{row['forget_loss']:.3f}", test_acc=f"{row['test_accuracy']:.3f}")
 
     def state_copy() -> dict[str, torch.Tensor]:
@@ -440,11 +448,15 @@ def unlearn(
             step += 1
             bar.update(1)
             if not finished:
-                stopping = stop_at is not None and step >= stop_at
-                if step % recipe.eval_every == 0 or step == recipe.k_max or stopping:
+                if (
+                    step % recipe.eval_every == 0
+                    or step == recipe.k_max
+                    or (stop_at is not None and step >= stop_at)
+                ):
                     evaluate(step)  # the curve always ends with the final model
                     model.train()
-                if step >= recipe.k_max or stopping:
+                # an evaluation may have just set stop_at to this very step
+                if step >= recipe.k_max or (stop_at is not None and step >= stop_at):
                     finished, steps_run = True, step
                     if snapshot_at is not None and step < snapshot_at:
                         final_state = state_copy()
@@ -459,6 +471,7 @@ def unlearn(
         "curve": pd.DataFrame(curve),
         "forget_examples": pd.concat(per_example, ignore_index=True),
         "stopped_early": stop_at is not None and steps_run < recipe.k_max,
+        "overshot": overshot,
         "steps_run": steps_run,
         "snapshot": snapshot,
         "snapshot_steps": snapshot_at,
@@ -520,13 +533,16 @@ def run_unlearning_job(
         band=(center, half_width) if spec["stop_when_unlearned"] else None,
         consecutive=bands["consecutive"],
         stop_margin=spec["stop_margin"],
+        overshoot_evaluations=spec["stop_when_overshot"],
         snapshot_at=config["barrier"]["unlearning_steps"],
         evaluate_until=max(spec["gap_budgets"]),
         progress=progress,
     )
     # column `seed` holds the run index u, as the tables have always named it
     labels = dict(method=method, score=score, group=group, seed=run, original_seed=original_seed(config, run))
-    curve = result["curve"].assign(**labels, stopped_early=result["stopped_early"])
+    curve = result["curve"].assign(
+        **labels, stopped_early=result["stopped_early"], overshot=result["overshot"]
+    )
     return [
         io.save_table(curve, curve_out),
         io.save_table(result["forget_examples"].assign(**labels), examples_out),

@@ -382,7 +382,8 @@ def _save_bootstrap_figure(fig: plt.Figure, heading: str, table: pd.DataFrame, p
 def methods_table(correlations: pd.DataFrame, steps: pd.DataFrame, metric: str) -> pd.DataFrame:
     """F9's table, one row per unlearning method: Spearman ρ(per-example difficulty `metric`,
     P(x, 4α)) with its CI and verdict (difficulty_correlations), and the ToW of the runs on the
-    top privacy-loss group (the group of highest mean P(x, 4α)): mean, sd (ddof=1) and run count."""
+    top privacy-loss group (the group of highest mean P(x, 4α)): mean, sd (ddof=1), run count and
+    how many of those runs stopped above the oracle band (`overshot_runs`)."""
     reference = correlations[
         (correlations["difficulty"] == metric) & (correlations["score"] == "privacy_loss_4alpha")
     ]
@@ -391,7 +392,8 @@ def methods_table(correlations: pd.DataFrame, steps: pd.DataFrame, metric: str) 
     rows = []
     for method in sorted(set(steps["method"]) | set(reference["method"])):
         rho = reference[reference["method"] == method]
-        tow = privacy.loc[(privacy["method"] == method) & (privacy["group"] == top_group), "tow"].to_numpy()
+        top_runs = privacy[(privacy["method"] == method) & (privacy["group"] == top_group)]
+        tow = top_runs["tow"].to_numpy()
         row = {"method": method, "difficulty": metric}
         row.update(
             rho.iloc[0][["rho", "rho_low", "rho_high", "rho_verdict", "n_units", "n_seeds"]].to_dict()
@@ -408,6 +410,8 @@ def methods_table(correlations: pd.DataFrame, steps: pd.DataFrame, metric: str) 
             tow_mean=float(tow.mean()) if tow.size else np.nan,
             tow_sd=float(tow.std(ddof=1)) if tow.size > 1 else np.nan,
             tow_runs=int(tow.size),
+            # runs stopped above the oracle band (unlearning.stop_when_overshot): over-forgetting
+            overshot_runs=int(top_runs["overshot"].sum()) if "overshot" in top_runs.columns else 0,
         )
         rows.append(row)
     return pd.DataFrame(rows)
@@ -474,6 +478,8 @@ def plot_methods(
             if row.tow_runs > 1
             else f"ToW (top group) {row.tow_mean:.3f}, {row.tow_runs} run"
         )
+        if row.overshot_runs:
+            tow += f", {row.overshot_runs} overshot the band"
         ax.set_title(
             f"{row.method}: ρ = {row.rho:.2f} [{row.rho_low:.2f}, {row.rho_high:.2f}]"
             f"\n{row.rho_verdict}; {tow}",
