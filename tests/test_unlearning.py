@@ -129,24 +129,35 @@ def test_early_stop_once_inside_the_band(dataset):
     assert result["curve"]["step"].tolist() == [0, 10, 20, 25]
 
 
+def _banded_run(dataset, method, k_max, band, **kwargs):
+    """A 10-example forget group, evaluated every 10 steps, against a fixed oracle band."""
+    return unlearn(
+        _model(dataset),
+        dataset,
+        np.arange(10),
+        _recipe(method, k_max=k_max, eval_every=10),
+        seed=1,
+        device=torch.device("cpu"),
+        eval_retain_size=20,
+        eval_test_size=20,
+        progress=False,
+        band=band,
+        consecutive=3,
+        **kwargs,
+    )
+
+
 @pytest.mark.parametrize(
     ("overshoot_evaluations", "evaluate_until", "steps_run"), [(2, 0, 10), (2, 30, 30), (None, 0, 60)]
 )
 def test_overshoot_stop_once_above_the_band(dataset, overshoot_evaluations, evaluate_until, steps_run):
     """A band below every possible loss: the run is above it at every evaluation, so it stops (as
     overshot) at the second evaluation, no earlier than evaluate_until; without the rule it runs on."""
-    result = unlearn(
-        _model(dataset),
+    result = _banded_run(
         dataset,
-        np.arange(10),
-        _recipe("random_label", k_max=60, eval_every=10),
-        seed=1,
-        device=torch.device("cpu"),
-        eval_retain_size=20,
-        eval_test_size=20,
-        progress=False,
-        band=(-10.0, 1.0),
-        consecutive=3,
+        "random_label",
+        60,
+        (-10.0, 1.0),
         overshoot_evaluations=overshoot_evaluations,
         evaluate_until=evaluate_until,
     )
@@ -157,19 +168,8 @@ def test_overshoot_stop_once_above_the_band(dataset, overshoot_evaluations, eval
 
 def test_overshoot_marked_when_the_budgets_already_end_the_run(dataset):
     """evaluate_until = k_max: the rule cannot shorten the run, yet it is marked as overshot."""
-    result = unlearn(
-        _model(dataset),
-        dataset,
-        np.arange(10),
-        _recipe("random_label", k_max=30, eval_every=10),
-        seed=1,
-        device=torch.device("cpu"),
-        eval_retain_size=20,
-        eval_test_size=20,
-        progress=False,
-        band=(-10.0, 1.0),
-        overshoot_evaluations=1,
-        evaluate_until=30,
+    result = _banded_run(
+        dataset, "random_label", 30, (-10.0, 1.0), overshoot_evaluations=1, evaluate_until=30
     )
     assert result["overshot"] and not result["stopped_early"] and result["steps_run"] == 30
     assert result["curve"]["step"].tolist() == [0, 10, 20, 30]
@@ -178,20 +178,7 @@ def test_overshoot_marked_when_the_budgets_already_end_the_run(dataset):
 def test_overshoot_needs_consecutive_evaluations_above(dataset):
     """Inside a band that holds every loss the run is never above it: the criterion, not the
     overshoot rule, stops it."""
-    result = unlearn(
-        _model(dataset),
-        dataset,
-        np.arange(10),
-        _recipe("finetune", k_max=60, eval_every=10),
-        seed=1,
-        device=torch.device("cpu"),
-        eval_retain_size=20,
-        eval_test_size=20,
-        progress=False,
-        band=(0.0, 1e6),
-        consecutive=3,
-        overshoot_evaluations=1,
-    )
+    result = _banded_run(dataset, "finetune", 60, (0.0, 1e6), overshoot_evaluations=1)
     assert result["steps_run"] == 20 and result["stopped_early"] and not result["overshot"]
 
 
